@@ -1,0 +1,254 @@
+"""The ``cni-pipeline`` command line.
+
+Exit codes: 0 clean stop, 2 invalid config or usage, 1 any other failure to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from ._component import ClusterShape, Kind
+from ._config import Config, build_config, load_config
+from ._errors import ConfigError, PipelineError, RegistryError
+from ._logging import resolve_level, setup_logging
+from ._registry import Registry
+from ._runtime import Service, run_until_signal
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+logger = logging.getLogger("cni_pipeline")
+
+EPILOG = """\
+examples:
+  cni-pipeline --config configs/cloudwatch.yaml     run until SIGTERM/SIGINT, then flush and exit 0
+  cni-pipeline validate --config my.yaml --nodes 5000
+                                                   check a config (no network call), plan its cost
+  cni-pipeline components                          list registered receivers/processors/exporters
+  cni-pipeline demo                                simulated fleet -> pipeline -> local CloudWatch
+  cni-pipeline                                     drop-in mode: configured from the Go helper's
+                                                   environment (USE_CLOUDWATCH, AWS_CLUSTER_ID, ...)
+
+a minimal config:
+  receivers:
+    prometheus:
+      scrape_interval: 30s
+      static_targets: ["10.0.1.5:61678"]
+  processors:
+    cni_aggregate: {}
+  exporters:
+    debug: {}
+  service:
+    pipelines:
+      metrics: {receivers: [prometheus], processors: [cni_aggregate], exporters: [debug]}
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warn", "error"],
+        help="log level (default: config, else AWS_VPC_K8S_CNI_LOGLEVEL, else info)",
+    )
+    common.add_argument(
+        "--log-format", choices=["text", "json"], help="log format (default: config, else text)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="cni-pipeline",
+        parents=[common],
+        description="Scrape aws-node (Amazon VPC CNI) metrics across an EKS cluster, aggregate "
+        "them correctly and publish to CloudWatch, OTLP or Prometheus.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="pipeline config (YAML) to run")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run a pipeline config (the default)")
+    run.add_argument("--config", metavar="FILE", required=True)
+
+    validate = sub.add_parser(
+        "validate",
+        parents=[common],
+        help="check a config and show what it would publish; exit 0 or 2",
+    )
+    validate.add_argument("--config", metavar="FILE", required=True)
+    shape = ClusterShape()
+    validate.add_argument(
+        "--nodes",
+        type=int,
+        default=shape.nodes,
+        help=f"cluster size to plan for (default {shape.nodes})",
+    )
+    validate.add_argument(
+        "--zones", type=int, default=shape.zones, help=f"availability zones (default {shape.zones})"
+    )
+    validate.add_argument(
+        "--nodegroups",
+        type=int,
+        default=shape.nodegroups,
+        help=f"node groups (default {shape.nodegroups})",
+    )
+
+    sub.add_parser("components", parents=[common], help="list registered components")
+    sub.add_parser(
+        "print-config",
+        parents=[common],
+        help="print the drop-in pipeline built from the Go helper's environment",
+    )
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run the real pipeline on a simulated fleet and a local CloudWatch",
+    )
+    demo.add_argument("--nodes", type=int, default=12, help="simulated aws-node pods (default 12)")
+    demo.add_argument("--cycles", type=int, default=4, help="cycles to run (default 4)")
+    demo.add_argument("--interval", default="2s", help="scrape interval (default 2s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or ("run" if args.config else "dropin")
+    try:
+        registry = Registry.load()
+    except RegistryError as exc:
+        print(f"cni-pipeline: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    handlers = {
+        "run": _cmd_run,
+        "dropin": _cmd_run,
+        "validate": _cmd_validate,
+        "components": _cmd_components,
+        "print-config": _cmd_print_config,
+        "demo": _cmd_demo,
+    }
+    return handlers[command](args, registry)
+
+
+def _load(args: argparse.Namespace, registry: Registry) -> Config:
+    if getattr(args, "config", None):
+        return load_config(args.config, registry)
+    from ._compat import dropin_config_data
+
+    return build_config(dropin_config_data(os.environ), "environment (drop-in mode)", registry)
+
+
+def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
+    telemetry = config.service.telemetry if config else None
+    level = resolve_level(args.log_level, telemetry.log_level if telemetry else "")
+    fmt = args.log_format or (telemetry.log_format if telemetry else "") or "text"
+    setup_logging(level, fmt)
+
+
+def _cmd_run(args: argparse.Namespace, registry: Registry) -> int:
+    try:
+        config = _load(args, registry)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_USAGE
+    _setup_logging(args, config)
+    try:
+        asyncio.run(run_until_signal(Service(config, registry)))
+    except (PipelineError, OSError) as exc:
+        logger.error("cannot start: %s", exc)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    print(
+        f"cni-pipeline: invalid configuration ({len(exc.problems)} problem"
+        f"{'s' if len(exc.problems) != 1 else ''}):",
+        file=sys.stderr,
+    )
+    for line in exc.lines():
+        print(f"  {line}", file=sys.stderr)
+
+
+def _cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
+    try:
+        config = load_config(args.config, registry)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_USAGE
+    print(f"{config.source}: valid")
+    for spec in config.pipelines:
+        chain = " -> ".join(
+            ", ".join(str(c) for c in group) or "-"
+            for group in (spec.receivers, spec.processors, spec.exporters)
+        )
+        print(f"  pipeline {spec.id}: {chain}")
+    for line in _plan(config, registry, args):
+        print(line)
+    return EXIT_OK
+
+
+def _plan(config: Config, registry: Registry, args: argparse.Namespace) -> list[str]:
+    """What each exporter would publish, from the processors' planned metrics (no network)."""
+    lines: list[str] = []
+    for spec in config.pipelines:
+        interval = min(
+            (float(getattr(config.receivers[r], "scrape_interval", 30.0)) for r in spec.receivers),
+            default=30.0,
+        )
+        shape = ClusterShape(
+            nodes=args.nodes, zones=args.zones, nodegroups=args.nodegroups, interval=interval
+        )
+        metrics: list[Any] = []
+        for cid in spec.processors:
+            hook = getattr(registry.get(Kind.PROCESSOR, cid.type), "planned_metrics", None)
+            if hook is not None:
+                metrics = list(hook(config.processors[cid], shape))
+        for cid in spec.exporters:
+            hook = getattr(registry.get(Kind.EXPORTER, cid.type), "describe_plan", None)
+            if hook is not None:
+                for line in hook(config.exporters[cid], metrics, shape):
+                    lines.append(f"  {cid}: {line}")
+    return lines
+
+
+def _cmd_components(args: argparse.Namespace, registry: Registry) -> int:
+    entries = registry.entries()
+    width = max((len(e.type) for e in entries), default=4)
+    print(f"{'KIND':<10} {'TYPE':<{width}}  DISTRIBUTION")
+    for entry in entries:
+        status = f"  (broken: {entry.error})" if entry.error else ""
+        print(f"{entry.kind:<10} {entry.type:<{width}}  {entry.distribution}{status}")
+    return EXIT_OK
+
+
+def _cmd_print_config(args: argparse.Namespace, registry: Registry) -> int:
+    from ._compat import dropin_config_data
+
+    try:
+        config = build_config(
+            dropin_config_data(os.environ), "environment (drop-in mode)", registry
+        )
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_USAGE
+    yaml.safe_dump(config.to_data(), sys.stdout, sort_keys=False)
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace, registry: Registry) -> int:
+    from ._demo import run_demo
+
+    _setup_logging(args, None)
+    status: int = run_demo(registry, nodes=args.nodes, cycles=args.cycles, interval=args.interval)
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Loading a pipeline config: YAML, ``${env:...}`` expansion, per-component schemas, references.
+
+Everything is checked before anything starts, and every problem is reported at once with the file
+and the full key path (``configs/x.yaml: exporters.awscloudwatch.flush_interval: not a duration``).
+The steps follow the OpenTelemetry Collector's loader: expand, lay each component's YAML over its
+factory's default config, validate each config, then check the service's references.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from ._component import ComponentConfig, ComponentID, Kind
+from ._decode import Problems, join, overlay, to_data
+from ._errors import ConfigError, RegistryError
+from ._registry import Registry
+
+_ENV_REF = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_WHOLE_REF = re.compile(r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
+_PIPELINE_ID = re.compile(r"^metrics(/[^\s/]+)?$")
+
+LogLevel = Literal["", "debug", "info", "warn", "warning", "error"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineConfig:
+    receivers: list[str] = field(default_factory=list)
+    processors: list[str] = field(default_factory=list)
+    exporters: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TelemetryConfig:
+    #: ``host:port`` for /metrics, /healthz and /readyz; empty turns the endpoint off.
+    endpoint: str = "0.0.0.0:8888"
+    #: Empty: the --log-level flag, else AWS_VPC_K8S_CNI_LOGLEVEL, else info.
+    log_level: LogLevel = ""
+    log_format: Literal["", "text", "json"] = ""
+    #: /readyz turns 503 when a component has been failing for longer than this (seconds).
+    unhealthy_after: float = 300.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceConfig:
+    pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSpec:
+    """A pipeline with its component IDs parsed."""
+
+    id: str
+    receivers: tuple[ComponentID, ...]
+    processors: tuple[ComponentID, ...]
+    exporters: tuple[ComponentID, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    source: str
+    receivers: dict[ComponentID, ComponentConfig]
+    processors: dict[ComponentID, ComponentConfig]
+    exporters: dict[ComponentID, ComponentConfig]
+    service: ServiceConfig
+    pipelines: tuple[PipelineSpec, ...]
+
+    def components(self, kind: Kind) -> dict[ComponentID, ComponentConfig]:
+        return {
+            Kind.RECEIVER: self.receivers,
+            Kind.PROCESSOR: self.processors,
+            Kind.EXPORTER: self.exporters,
+        }[kind]
+
+    def to_data(self) -> dict[str, Any]:
+        """The config as plain data (defaults filled in), e.g. for ``print-config``."""
+        data: dict[str, Any] = {}
+        for kind in Kind:
+            data[kind.plural] = {
+                str(cid): to_data(cfg) for cid, cfg in self.components(kind).items()
+            }
+        data["service"] = to_data(self.service)
+        return data
+
+
+# -- env expansion -------------------------------------------------------------------------------
+
+
+def expand_env(node: Any, env: Mapping[str, str], path: str, problems: Problems) -> Any:
+    """Expand ``${env:VAR}`` and ``${env:VAR:-default}`` in every string; ``$$`` is a literal ``$``.
+
+    A value that is one reference alone takes the type YAML gives the expanded text (so
+    ``port: ${env:PORT}`` is an integer); a reference inside other text stays text.
+    """
+    if isinstance(node, dict):
+        return {k: expand_env(v, env, join(path, str(k)), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [expand_env(v, env, join(path, i), problems) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "$" not in node:
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(
+            (
+                path,
+                f"environment variable {name} is not set and has no default "
+                f"(write ${{env:{name}:-default}} to give one)",
+            )
+        )
+        return ""
+
+    expanded = _ENV_REF.sub(substitute, node)
+    if _WHOLE_REF.match(node) and expanded:
+        try:
+            return yaml.safe_load(expanded)
+        except yaml.YAMLError:
+            return expanded
+    return expanded
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def load_config(path: str, registry: Registry, env: Mapping[str, str] | None = None) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(path, [("", f"cannot read config file: {exc.strerror or exc}")]) from exc
+    return load_config_text(text, path, registry, env)
+
+
+def load_config_text(
+    text: str, source: str, registry: Registry, env: Mapping[str, str] | None = None
+) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [("", f"invalid YAML: {where}{problem}")]) from exc
+    return build_config(data, source, registry, env)
+
+
+def build_config(
+    data: Any, source: str, registry: Registry, env: Mapping[str, str] | None = None
+) -> Config:
+    """Build and validate a config from parsed YAML; raises ConfigError listing every problem."""
+    problems: Problems = []
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source,
+            [
+                (
+                    "",
+                    "the config must be a mapping with receivers, "
+                    "processors, exporters and service",
+                )
+            ],
+        )
+    data = expand_env(data, os.environ if env is None else env, "", problems)
+    if problems:  # unset variables only; decoding the blanks left behind would add noise
+        raise ConfigError(source, problems)
+    known = {"receivers", "processors", "exporters", "service"}
+    for key in data:
+        if key not in known:
+            problems.append((str(key), f"unknown key (valid keys: {', '.join(sorted(known))})"))
+    sections = {
+        kind: _load_components(kind, data.get(kind.plural), registry, problems) for kind in Kind
+    }
+    service = overlay(ServiceConfig(), data.get("service"), "service", problems)
+    pipelines = _check_pipelines(service, sections, problems)
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(
+        source=source,
+        receivers=sections[Kind.RECEIVER],
+        processors=sections[Kind.PROCESSOR],
+        exporters=sections[Kind.EXPORTER],
+        service=service,
+        pipelines=pipelines,
+    )
+
+
+def _load_components(
+    kind: Kind, section: Any, registry: Registry, problems: Problems
+) -> dict[ComponentID, ComponentConfig]:
+    result: dict[ComponentID, ComponentConfig] = {}
+    if section is None:
+        return result
+    if not isinstance(section, dict):
+        problems.append((kind.plural, "expected a mapping of component IDs to their settings"))
+        return result
+    for raw_id, value in section.items():
+        path = join(kind.plural, str(raw_id))
+        try:
+            cid = ComponentID.parse(str(raw_id))
+        except ValueError as exc:
+            problems.append((path, str(exc)))
+            continue
+        try:
+            factory = registry.get(kind, cid.type)
+        except RegistryError as exc:
+            problems.append((path, str(exc)))
+            continue
+        if factory is None:
+            known = ", ".join(registry.types(kind)) or "none"
+            problems.append(
+                (path, f'unknown {kind} type "{cid.type}" (known {kind.plural}: {known})')
+            )
+            continue
+        before = len(problems)
+        config = overlay(factory.default_config(), value, path, problems)
+        if len(problems) == before:
+            for key, message in config.validate():
+                problems.append((join(path, key) if key else path, message))
+        result[cid] = config
+    return result
+
+
+def _check_pipelines(
+    service: ServiceConfig,
+    sections: dict[Kind, dict[ComponentID, ComponentConfig]],
+    problems: Problems,
+) -> tuple[PipelineSpec, ...]:
+    if not service.pipelines:
+        problems.append(
+            ("service.pipelines", "no pipeline is defined (define service.pipelines.metrics)")
+        )
+    specs = []
+    for pipeline_id, pipeline in service.pipelines.items():
+        path = join("service.pipelines", pipeline_id)
+        if not _PIPELINE_ID.match(pipeline_id):
+            problems.append((path, 'a pipeline ID must be "metrics" or "metrics/NAME"'))
+        ids: dict[Kind, tuple[ComponentID, ...]] = {}
+        for kind, names in (
+            (Kind.RECEIVER, pipeline.receivers),
+            (Kind.PROCESSOR, pipeline.processors),
+            (Kind.EXPORTER, pipeline.exporters),
+        ):
+            ids[kind] = _resolve_refs(
+                kind, names, sections[kind], join(path, kind.plural), problems
+            )
+        for kind in (Kind.RECEIVER, Kind.EXPORTER):
+            if not getattr(pipeline, kind.plural):
+                problems.append(
+                    (join(path, kind.plural), f"the pipeline needs at least one {kind}")
+                )
+        specs.append(
+            PipelineSpec(
+                id=pipeline_id,
+                receivers=ids[Kind.RECEIVER],
+                processors=ids[Kind.PROCESSOR],
+                exporters=ids[Kind.EXPORTER],
+            )
+        )
+    return tuple(specs)
+
+
+def _resolve_refs(
+    kind: Kind,
+    names: list[str],
+    defined: dict[ComponentID, ComponentConfig],
+    path: str,
+    problems: Problems,
+) -> tuple[ComponentID, ...]:
+    ids = []
+    seen = set()
+    for i, name in enumerate(names):
+        item_path = join(path, i)
+        try:
+            cid = ComponentID.parse(name)
+        except ValueError as exc:
+            problems.append((item_path, str(exc)))
+            continue
+        if cid not in defined:
+            problems.append(
+                (
+                    item_path,
+                    f'references {kind} "{cid}" which is not configured '
+                    f"(define it under {kind.plural}:)",
+                )
+            )
+            continue
+        if cid in seen:
+            problems.append((item_path, f'{kind} "{cid}" is listed twice'))
+            continue
+        seen.add(cid)
+        ids.append(cid)
+    return tuple(ids)

@@ -1,0 +1,87 @@
+"""Logging: klog-like text by default (as aws-node and the Go helper write), JSON on request.
+
+The component ID travels as a structured field (``extra={"component": ...}``), added for every
+record by each component's logger adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from ._component import ComponentID, Kind
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+_KLOG_LETTER = {
+    logging.DEBUG: "D",
+    logging.INFO: "I",
+    logging.WARNING: "W",
+    logging.ERROR: "E",
+    logging.CRITICAL: "F",
+}
+
+
+class KlogFormatter(logging.Formatter):
+    """``I1127 10:00:30.123456 [prometheus] message`` (klog's header, component in brackets)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%m%d %H:%M:%S", time.gmtime(record.created))
+        micros = int((record.created % 1) * 1_000_000)
+        component = getattr(record, "component", "")
+        where = f" [{component}]" if component else ""
+        text = (
+            f"{_KLOG_LETTER.get(record.levelno, 'I')}{ts}.{micros:06d}{where} {record.getMessage()}"
+        )
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int((record.created % 1) * 1000):03d}Z",
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        component = getattr(record, "component", "")
+        if component:
+            data["component"] = component
+        if record.exc_info:
+            data["error"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def resolve_level(flag: str | None, configured: str) -> int:
+    """Flag, then config, then AWS_VPC_K8S_CNI_LOGLEVEL (the Go helper's variable), then info."""
+    for name in (flag, configured, os.environ.get("AWS_VPC_K8S_CNI_LOGLEVEL")):
+        if name and name.lower() in LEVELS:
+            return LEVELS[name.lower()]
+    return logging.INFO
+
+
+def setup_logging(level: int, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else KlogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Third-party libraries are chatty at info; keep them to warnings.
+    for noisy in ("botocore", "urllib3", "kubernetes", "werkzeug", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def component_logger(cid: ComponentID, kind: Kind) -> logging.LoggerAdapter[logging.Logger]:
+    base = logging.getLogger(f"cni_pipeline.{kind.plural}.{cid.type}")
+    return logging.LoggerAdapter(base, {"component": str(cid)})

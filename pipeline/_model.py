@@ -1,0 +1,207 @@
+"""The data that flows through a pipeline.
+
+One type, :class:`Batch`, travels from receivers through processors to exporters, as pdata does in
+the OpenTelemetry Collector. A receiver fills ``targets`` (what it scraped, one entry per discovered
+target, failed ones included); an aggregating processor adds ``metrics`` (the cluster-level values
+exporters publish). Everything is frozen: a consumer never changes a batch it was handed, so the
+fan-out can give one batch to every branch without copying it.
+
+The scrape hot path keeps samples as plain ``(series_text, value)`` tuples: ``series_text`` is the
+raw text of the series as the target sent it (``name{label="v",...}``), which is stable for a given
+series on a given target and so serves as the key of per-series state. Labels are parsed only when a
+consumer needs them (:func:`pipeline.parse_series`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+#: One sample: the raw series text (metric name and label block) and its value.
+Sample = tuple[str, float]
+
+#: Families a consumer wants parsed: a set of family names, or ``None`` for every family.
+FamilySet = frozenset[str] | None
+
+
+class ErrorClass(StrEnum):
+    """Why a scrape failed; the classes DESIGN.md names, used in self-metrics and health."""
+
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    HTTP_STATUS = "http_status"
+    PARSE = "parse"
+    BODY_TOO_LARGE = "body_too_large"
+    SAMPLE_LIMIT = "sample_limit"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A scrape target: the resource all of its series belong to.
+
+    ``address`` is ``host:port``; ``pod``/``node``/``namespace`` are set when the target was
+    discovered from Kubernetes; ``attributes`` holds extra resource attributes (for example the
+    node's zone, instance type and node group) as sorted ``(key, value)`` pairs so a target is
+    hashable.
+    """
+
+    address: str
+    url: str = ""
+    pod: str = ""
+    node: str = ""
+    namespace: str = ""
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Identity of the target across cycles: its address plus the pod, when known.
+
+        A pod re-created on the same IP is a new target (its counters start afresh).
+        """
+        return f"{self.address}/{self.pod}" if self.pod else self.address
+
+    def attribute(self, name: str, default: str = "") -> str:
+        for key, value in self.attributes:
+            if key == name:
+                return value
+        return default
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True, slots=True)
+class TargetHealth:
+    """The outcome of a target's latest scrape, as Prometheus keeps it per target.
+
+    ``last_success`` is the start time of the latest successful scrape (``None`` if never).
+    ``samples`` counts every sample line the page had, wanted or not.
+    """
+
+    up: bool
+    scraped_at: float
+    duration: float = 0.0
+    last_success: float | None = None
+    error_class: ErrorClass | None = None
+    error: str = ""
+    samples: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TargetScrape:
+    """One target's part of a cycle: its health and, when up, the samples of the wanted families.
+
+    ``families`` maps a family name to its samples. A summary's or histogram's ``_sum``,
+    ``_count`` and ``_bucket`` lines are filed under the family name they belong to; the series
+    text keeps the full line name. ``process_start_time`` is the target's
+    ``process_start_time_seconds`` when the page has one. ``duplicates`` counts series lines that
+    repeated an earlier line of the same page (the first one is kept).
+    """
+
+    target: Target
+    health: TargetHealth
+    families: Mapping[str, Sequence[Sample]] = field(default_factory=dict)
+    process_start_time: float | None = None
+    duplicates: int = 0
+
+
+class MetricKind(StrEnum):
+    """How an aggregated value is to be read downstream."""
+
+    GAUGE = "gauge"
+    #: The increase over the cycle (delta temporality).
+    COUNTER = "counter"
+    DISTRIBUTION = "distribution"
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """Bucket counts of one cycle: ``counts[i]`` observations fell at or below ``bounds[i]``
+    and above ``bounds[i-1]``; the last count is the overflow above the last bound."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[float, ...]
+    sum: float = 0.0
+    count: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One aggregated value of a cycle.
+
+    ``attributes`` are the group-by dimensions, ``()`` for the cluster-wide value. ``unit`` uses
+    CloudWatch's unit names (``Count``, ``Milliseconds``, ``Percent``). ``derived`` marks values
+    computed from other metrics (available IPs, utilisation, coverage), which the CloudWatch
+    exporter sends only when asked.
+    """
+
+    name: str
+    kind: MetricKind
+    value: float
+    unit: str = "Count"
+    attributes: tuple[tuple[str, str], ...] = ()
+    derived: bool = False
+    description: str = ""
+    distribution: Distribution | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    """A scheduled cycle: ``time`` is its tick (aligned to wall-clock multiples of the interval,
+    UTC seconds), ``previous`` the tick before it, ``index`` counts cycles from 0, ``started`` is
+    when the pipeline started (the window a newly started target is judged against)."""
+
+    time: float
+    previous: float
+    index: int = 0
+    started: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one cycle hands downstream: every discovered target and, after aggregation, metrics."""
+
+    cycle: Cycle
+    targets: tuple[TargetScrape, ...] = ()
+    metrics: tuple[Metric, ...] = ()
+
+    def with_metrics(self, metrics: Sequence[Metric]) -> Batch:
+        return dataclasses.replace(self, metrics=self.metrics + tuple(metrics))
+
+
+def parse_series(series: str) -> tuple[str, dict[str, str]]:
+    """Split a series text ``name{a="x",b="y"}`` into its name and labels (escapes undone).
+
+    Cheap enough for occasional use; the hot path caches results by series text.
+    """
+    brace = series.find("{")
+    if brace < 0:
+        return series.strip(), {}
+    name = series[:brace].strip()
+    labels: dict[str, str] = {}
+    text = series[brace + 1 :]
+    i = 0
+    end = len(text)
+    while i < end:
+        while i < end and text[i] in " \t,":
+            i += 1
+        if i >= end or text[i] == "}":
+            break
+        eq = text.index("=", i)
+        key = text[i:eq].strip()
+        i = text.index('"', eq) + 1
+        chars: list[str] = []
+        while text[i] != '"':
+            ch = text[i]
+            if ch == "\\":
+                i += 1
+                nxt = text[i]
+                chars.append("\n" if nxt == "n" else nxt)
+            else:
+                chars.append(ch)
+            i += 1
+        labels[key] = "".join(chars)
+        i += 1
+    return name, labels

@@ -1,0 +1,118 @@
+"""Running a config: telemetry endpoint, graph, signals, orderly stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from ._component import ComponentID, ComponentSettings, Kind
+from ._config import Config
+from ._graph import Graph, build_graph
+from ._logging import component_logger
+from ._registry import Registry
+from ._telemetry import Telemetry, TelemetryServer
+
+logger = logging.getLogger("cni_pipeline")
+
+
+def split_endpoint(endpoint: str, default_port: int = 0) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) to (host, port); a ValueError names the bad text."""
+    host, sep, port = endpoint.rpartition(":")
+    if not sep:
+        host, port = endpoint, str(default_port)
+    host = host.strip("[]") or "0.0.0.0"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid endpoint {endpoint!r}: expected host:port")
+    return host, int(port)
+
+
+class _Host:
+    """What components see of the service: a place to report their health."""
+
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+
+    def report_status(self, component: ComponentID, healthy: bool, message: str = "") -> None:
+        self._telemetry.report_status(str(component), healthy, message)
+
+
+class Service:
+    """One running pipeline service; ``run`` returns once ``stop`` is set and all has stopped."""
+
+    def __init__(self, config: Config, registry: Registry, telemetry: Telemetry | None = None):
+        self.config = config
+        self.registry = registry
+        self.telemetry = telemetry or Telemetry()
+        self.started_at = time.time()
+        self.graph: Graph | None = None
+        self.server: TelemetryServer | None = None
+
+    def _settings(self, cid: ComponentID, kind: Kind) -> ComponentSettings:
+        return ComponentSettings(
+            id=cid,
+            kind=kind,
+            logger=component_logger(cid, kind),
+            telemetry=self.telemetry,
+            started_at=self.started_at,
+        )
+
+    def _start_telemetry_server(self) -> None:
+        endpoint = self.config.service.telemetry.endpoint
+        if not endpoint:
+            return
+        host, port = split_endpoint(endpoint)
+        try:
+            self.server = TelemetryServer(self.telemetry, host, port)
+        except OSError as exc:
+            raise OSError(f"service.telemetry.endpoint {endpoint}: cannot listen: {exc}") from exc
+        self.server.start()
+        logger.info(
+            "self-telemetry on http://%s:%d (/metrics, /healthz, /readyz)", host, self.server.port
+        )
+
+    async def start(self) -> None:
+        self._start_telemetry_server()
+        pending = {
+            str(cid)
+            for cid in self.config.receivers
+            if any(cid in p.receivers for p in self.config.pipelines)
+        }
+        self.telemetry.expect_reports(pending)
+        self.graph = build_graph(self.config, self.registry, self._settings, self.telemetry, logger)
+        await self.graph.start_all(_Host(self.telemetry), logger)
+        logger.info(
+            "pipeline started: %d pipeline(s) from %s",
+            len(self.config.pipelines),
+            self.config.source,
+        )
+
+    async def shutdown(self) -> None:
+        if self.graph is not None:
+            await self.graph.shutdown_all(logger)
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self.start()
+            await stop.wait()
+            logger.info("stopping: flushing exporters")
+        finally:
+            await self.shutdown()
+        logger.info("stopped")
+
+
+async def run_until_signal(service: Service) -> None:
+    """Run until SIGTERM or SIGINT, then stop in order (exporters flush what they hold)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
