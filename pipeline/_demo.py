@@ -1,0 +1,266 @@
+"""``cni-pipeline demo``: the real pipeline on an embedded default, all on loopback.
+
+A simulated fleet of aws-node pods (``simfleet``, its own process) is scraped by the real
+``prometheus`` receiver, aggregated by ``cni_aggregate`` and published by the real
+``awscloudwatch`` exporter to a local CloudWatch-compatible endpoint (moto's server). Between
+cycles the fleet's counters move and one node restarts; at the end the demo reads back what
+CloudWatch stored and prints it beside the fleet's truth, computed independently here from the
+DESIGN.md table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._component import ComponentSettings, Host, Kind
+from ._config import build_config
+from ._model import Batch, FamilySet
+from ._registry import Registry
+from ._runtime import Service
+from ._units import Duration
+
+# The DESIGN.md table, as the demo's independent truth: CloudWatch name -> (family, how).
+TRUTH_TABLE: dict[str, tuple[str, str]] = {
+    "addReqCount": ("awscni_add_ip_req_count", "counter"),
+    "assignIPAddresses": ("awscni_assigned_ip_addresses", "gauge"),
+    "awsAPIErr": ("awscni_aws_api_error_count", "counter"),
+    "awsAPILatency": ("awscni_aws_api_latency_ms", "p99"),
+    "awsUtilErr": ("awscni_aws_utils_error_count", "counter"),
+    "delReqCount": ("awscni_del_ip_req_count", "counter"),
+    "eniAllocated": ("awscni_eni_allocated", "gauge"),
+    "eniMaxAvailable": ("awscni_eni_max", "gauge"),
+    "ipamdActionInProgress": ("awscni_ipamd_action_inprogress", "gauge"),
+    "ipamdErr": ("awscni_ipamd_error_count", "counter"),
+    "maxIPAddresses": ("awscni_ip_max", "gauge"),
+    "podENIErr": ("awscni_pod_eni_error_count", "counter"),
+    "reconcileCount": ("awscni_reconcile_count", "counter"),
+    "totalIPAddresses": ("awscni_total_ip_addresses", "gauge"),
+    "totalIPv4Prefixes": ("awscni_total_ipv4_prefixes", "gauge"),
+    "totalAssignedIPv4sPerCidr": ("awscni_assigned_ip_per_cidr", "gauge"),
+    "forceRemoveENI": ("awscni_force_removed_enis", "counter"),
+    "forceRemoveIPs": ("awscni_force_removed_ips", "counter"),
+    "ec2ApiReqCount": ("awscni_ec2api_req_count", "counter"),
+    "ec2ApiErrCount": ("awscni_ec2api_error_count", "counter"),
+}
+NAMESPACE = "Kubernetes"
+CLUSTER_ID = "demo-cluster"
+REGION = "us-west-2"
+
+
+def expected_values(truth: Any, previous: Any | None) -> dict[str, float]:
+    """What one cycle should publish, from the fleet's truth (and the truth a cycle earlier)."""
+    values = {}
+    for name, (family, how) in TRUTH_TABLE.items():
+        if how == "gauge":
+            values[name] = truth.gauge_sum(family)
+        elif how == "p99":
+            values[name] = truth.p99_max()
+        else:
+            values[name] = 0.0 if previous is None else truth.counter_increase(family, previous)
+    return values
+
+
+class _Recorder:
+    """An in-process exporter registered only for the demo: hands each batch to the driver."""
+
+    type = "demo_recorder"
+    kind = Kind.EXPORTER
+
+    def __init__(self) -> None:
+        self.batches: asyncio.Queue[Batch] = asyncio.Queue()
+
+    # factory side
+    def default_config(self) -> Any:
+        from ._component import ComponentConfig
+
+        return ComponentConfig()
+
+    def create(self, settings: ComponentSettings, config: Any) -> _Recorder:
+        return self
+
+    # exporter side
+    async def start(self, host: Host) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    def wanted_families(self) -> FamilySet:
+        return frozenset()
+
+    async def consume(self, batch: Batch) -> None:
+        await self.batches.put(batch)
+
+
+@dataclass
+class _Cycle:
+    index: int
+    time: float
+    note: str
+    expected: dict[str, float]
+    published: dict[str, float]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _aws_sandbox(endpoint: str) -> Iterator[None]:
+    """Point boto3 at the local endpoint with dummy credentials and no IMDS, then restore."""
+    saved = dict(os.environ)
+    os.environ.update({
+        "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    })
+    os.environ.pop("AWS_PROFILE", None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _config_data(addresses: list[str], interval: float, cw_endpoint: str) -> dict[str, Any]:
+    return {
+        "receivers": {"prometheus": {
+            "scrape_interval": str(Duration(interval)),
+            "scrape_timeout": str(Duration(max(0.5, interval / 2))),
+            "static_targets": addresses,
+        }},
+        "processors": {"cni_aggregate": {}},
+        "exporters": {
+            "awscloudwatch": {
+                "namespace": NAMESPACE, "cluster_id": CLUSTER_ID, "region": REGION,
+                "endpoint_url": cw_endpoint, "flush_interval": str(Duration(interval)),
+            },
+            "debug": {},
+            "demo_recorder": {},
+        },
+        "service": {
+            "telemetry": {"endpoint": ""},
+            "pipelines": {"metrics": {
+                "receivers": ["prometheus"], "processors": ["cni_aggregate"],
+                "exporters": ["awscloudwatch", "debug", "demo_recorder"],
+            }},
+        },
+    }
+
+
+async def _drive(service: Service, recorder: _Recorder, fleet: Any, cycles: int) -> list[_Cycle]:
+    """Run the pipeline for ``cycles`` cycles, moving the fleet between them."""
+    results: list[_Cycle] = []
+    truth = await asyncio.to_thread(fleet.client.truth)
+    previous = None
+    note = "baseline: first scrape of every node"
+    await service.start()
+    try:
+        for index in range(cycles):
+            batch = await asyncio.wait_for(recorder.batches.get(), timeout=120)
+            published = {m.name: m.value for m in batch.metrics if not m.attributes}
+            results.append(_Cycle(index, batch.cycle.time, note,
+                                  expected_values(truth, previous), published))
+            print(f"  cycle {index}: {note}; {len(batch.targets)} targets scraped, "
+                  f"{len(published)} metrics", flush=True)
+            if index == cycles - 1:
+                break
+            previous = truth
+            if index == 1:
+                await asyncio.to_thread(fleet.client.restart, 2)
+                note = f"node {fleet.addresses[2]} restarted (counters reset), others counted"
+            else:
+                note = "counters and gauges moved on every node"
+            truth = await asyncio.to_thread(fleet.client.advance)
+    finally:
+        await service.shutdown()
+    return results
+
+
+def _read_back(endpoint: str, results: list[_Cycle], interval: float) -> dict[str, list[float]]:
+    import boto3
+
+    client = boto3.client("cloudwatch", region_name=REGION, endpoint_url=endpoint)
+    start = results[0].time - interval
+    end = results[-1].time + interval
+    queries = [{
+        "Id": f"m{i}",
+        "MetricStat": {
+            "Metric": {"Namespace": NAMESPACE, "MetricName": name,
+                       "Dimensions": [{"Name": "CLUSTER_ID", "Value": CLUSTER_ID}]},
+            "Period": max(1, int(interval)),
+            "Stat": "Sum" if how == "counter" else "Maximum",
+        },
+    } for i, (name, (_, how)) in enumerate(TRUTH_TABLE.items())]
+    response = client.get_metric_data(
+        MetricDataQueries=queries, StartTime=start, EndTime=end, ScanBy="TimestampAscending")
+    stored: dict[str, list[float]] = {}
+    for result, name in zip(response["MetricDataResults"], TRUTH_TABLE, strict=True):
+        stored[name] = list(result["Values"])
+    return stored
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _report(results: list[_Cycle], stored: dict[str, list[float]]) -> bool:
+    last = results[-1]
+    print(f"\nCloudWatch namespace {NAMESPACE}, dimension CLUSTER_ID={CLUSTER_ID}, read back with "
+          "GetMetricData (Sum for counters, Maximum for gauges):\n")
+    print(f"  {'metric':<27}{'kind':<9}{'stored per cycle':<40}{'fleet truth':>12}")
+    all_ok = True
+    for name, (_, how) in TRUTH_TABLE.items():
+        values = stored.get(name, [])
+        expected = [c.expected[name] for c in results]
+        ok = len(values) == len(expected) and all(map(_same, values, expected))
+        all_ok &= ok
+        shown = ", ".join(f"{v:g}" for v in values)
+        print(f"  {name:<27}{how:<9}{shown:<40}{last.expected[name]:>12g} "
+              f"{'ok' if ok else 'MISMATCH: expected ' + ', '.join(f'{e:g}' for e in expected)}")
+    print("\nThe Go helper would have published each counter as one node's delta, not the "
+          "cluster's.\n" if all_ok else "")
+    return all_ok
+
+
+def run_demo(registry: Registry, *, nodes: int, cycles: int, interval: str) -> int:
+    try:
+        from moto.server import ThreadedMotoServer
+
+        from simfleet import FleetProcess
+    except ImportError as exc:
+        print(f"cni-pipeline demo needs the demo extra (pip install 'cni-pipeline[demo]'): {exc}",
+              file=sys.stderr)
+        return 1
+    seconds = float(Duration.from_config(interval))
+    recorder = _Recorder()
+    registry.register(Kind.EXPORTER, recorder, distribution="demo")
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    fleet = FleetProcess(nodes, base_address="127.20.0.1", start_time=time.time() - 3600)
+    try:
+        fleet.start()
+        print(f"cni-pipeline demo: {nodes} simulated aws-node pods "
+              f"({fleet.addresses[0]} ... {fleet.addresses[-1]}), local CloudWatch at {endpoint}, "
+              f"{cycles} cycles every {interval}", flush=True)
+        with _aws_sandbox(endpoint):
+            data = _config_data(fleet.addresses, seconds, endpoint)
+            config = build_config(data, "demo (embedded)", registry)
+            results = asyncio.run(_drive(Service(config, registry), recorder, fleet, cycles))
+            stored = _read_back(endpoint, results, seconds)
+    finally:
+        fleet.stop()
+        moto.stop()
+    return 0 if _report(results, stored) else 1
