@@ -145,14 +145,13 @@ def _config_data(addresses: list[str], interval: float, cw_endpoint: str) -> dic
                 "namespace": NAMESPACE, "cluster_id": CLUSTER_ID, "region": REGION,
                 "endpoint_url": cw_endpoint, "flush_interval": str(Duration(interval)),
             },
-            "debug": {},
             "demo_recorder": {},
         },
         "service": {
             "telemetry": {"endpoint": ""},
             "pipelines": {"metrics": {
                 "receivers": ["prometheus"], "processors": ["cni_aggregate"],
-                "exporters": ["awscloudwatch", "debug", "demo_recorder"],
+                "exporters": ["awscloudwatch", "demo_recorder"],
             }},
         },
     }
@@ -257,7 +256,7 @@ def run_demo(registry: Registry, *, nodes: int, cycles: int, interval: str) -> i
               f"{cycles} cycles every {interval}", flush=True)
         with _aws_sandbox(endpoint):
             data = _config_data(fleet.addresses, seconds, endpoint)
-            config = build_config(data, "demo (embedded)", registry)
+            config = build_config(data, "demo (embedded)", registry, {})
             results = asyncio.run(_drive(Service(config, registry), recorder, fleet, cycles))
             stored = _read_back(endpoint, results, seconds)
     finally:
