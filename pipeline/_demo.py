@@ -120,10 +120,14 @@ def _free_port() -> int:
 def _aws_sandbox(endpoint: str) -> Iterator[None]:
     """Point boto3 at the local endpoint with dummy credentials and no IMDS, then restore."""
     saved = dict(os.environ)
-    os.environ.update({
-        "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-    })
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
     os.environ.pop("AWS_PROFILE", None)
     try:
         yield
@@ -134,25 +138,33 @@ def _aws_sandbox(endpoint: str) -> Iterator[None]:
 
 def _config_data(addresses: list[str], interval: float, cw_endpoint: str) -> dict[str, Any]:
     return {
-        "receivers": {"prometheus": {
-            "scrape_interval": str(Duration(interval)),
-            "scrape_timeout": str(Duration(max(0.5, interval / 2))),
-            "static_targets": addresses,
-        }},
+        "receivers": {
+            "prometheus": {
+                "scrape_interval": str(Duration(interval)),
+                "scrape_timeout": str(Duration(max(0.5, interval / 2))),
+                "static_targets": addresses,
+            }
+        },
         "processors": {"cni_aggregate": {}},
         "exporters": {
             "awscloudwatch": {
-                "namespace": NAMESPACE, "cluster_id": CLUSTER_ID, "region": REGION,
-                "endpoint_url": cw_endpoint, "flush_interval": str(Duration(interval)),
+                "namespace": NAMESPACE,
+                "cluster_id": CLUSTER_ID,
+                "region": REGION,
+                "endpoint_url": cw_endpoint,
+                "flush_interval": str(Duration(interval)),
             },
             "demo_recorder": {},
         },
         "service": {
             "telemetry": {"endpoint": ""},
-            "pipelines": {"metrics": {
-                "receivers": ["prometheus"], "processors": ["cni_aggregate"],
-                "exporters": ["awscloudwatch", "demo_recorder"],
-            }},
+            "pipelines": {
+                "metrics": {
+                    "receivers": ["prometheus"],
+                    "processors": ["cni_aggregate"],
+                    "exporters": ["awscloudwatch", "demo_recorder"],
+                }
+            },
         },
     }
 
@@ -168,10 +180,14 @@ async def _drive(service: Service, recorder: _Recorder, fleet: Any, cycles: int)
         for index in range(cycles):
             batch = await asyncio.wait_for(recorder.batches.get(), timeout=120)
             published = {m.name: m.value for m in batch.metrics if not m.attributes}
-            results.append(_Cycle(index, batch.cycle.time, note,
-                                  expected_values(truth, previous), published))
-            print(f"  cycle {index}: {note}; {len(batch.targets)} targets scraped, "
-                  f"{len(published)} metrics", flush=True)
+            results.append(
+                _Cycle(index, batch.cycle.time, note, expected_values(truth, previous), published)
+            )
+            print(
+                f"  cycle {index}: {note}; {len(batch.targets)} targets scraped, "
+                f"{len(published)} metrics",
+                flush=True,
+            )
             if index == cycles - 1:
                 break
             previous = truth
@@ -192,17 +208,24 @@ def _read_back(endpoint: str, results: list[_Cycle], interval: float) -> dict[st
     client = boto3.client("cloudwatch", region_name=REGION, endpoint_url=endpoint)
     start = results[0].time - interval
     end = results[-1].time + interval
-    queries = [{
-        "Id": f"m{i}",
-        "MetricStat": {
-            "Metric": {"Namespace": NAMESPACE, "MetricName": name,
-                       "Dimensions": [{"Name": "CLUSTER_ID", "Value": CLUSTER_ID}]},
-            "Period": max(1, int(interval)),
-            "Stat": "Sum" if how == "counter" else "Maximum",
-        },
-    } for i, (name, (_, how)) in enumerate(TRUTH_TABLE.items())]
+    queries = [
+        {
+            "Id": f"m{i}",
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": NAMESPACE,
+                    "MetricName": name,
+                    "Dimensions": [{"Name": "CLUSTER_ID", "Value": CLUSTER_ID}],
+                },
+                "Period": max(1, int(interval)),
+                "Stat": "Sum" if how == "counter" else "Maximum",
+            },
+        }
+        for i, (name, (_, how)) in enumerate(TRUTH_TABLE.items())
+    ]
     response = client.get_metric_data(
-        MetricDataQueries=queries, StartTime=start, EndTime=end, ScanBy="TimestampAscending")
+        MetricDataQueries=queries, StartTime=start, EndTime=end, ScanBy="TimestampAscending"
+    )
     stored: dict[str, list[float]] = {}
     for result, name in zip(response["MetricDataResults"], TRUTH_TABLE, strict=True):
         stored[name] = list(result["Values"])
@@ -215,8 +238,10 @@ def _same(a: float, b: float) -> bool:
 
 def _report(results: list[_Cycle], stored: dict[str, list[float]]) -> bool:
     last = results[-1]
-    print(f"\nCloudWatch namespace {NAMESPACE}, dimension CLUSTER_ID={CLUSTER_ID}, read back with "
-          "GetMetricData (Sum for counters, Maximum for gauges):\n")
+    print(
+        f"\nCloudWatch namespace {NAMESPACE}, dimension CLUSTER_ID={CLUSTER_ID}, read back with "
+        "GetMetricData (Sum for counters, Maximum for gauges):\n"
+    )
     print(f"  {'metric':<27}{'kind':<9}{'stored per cycle':<40}{'fleet truth':>12}")
     all_ok = True
     for name, (_, how) in TRUTH_TABLE.items():
@@ -225,10 +250,16 @@ def _report(results: list[_Cycle], stored: dict[str, list[float]]) -> bool:
         ok = len(values) == len(expected) and all(map(_same, values, expected))
         all_ok &= ok
         shown = ", ".join(f"{v:g}" for v in values)
-        print(f"  {name:<27}{how:<9}{shown:<40}{last.expected[name]:>12g} "
-              f"{'ok' if ok else 'MISMATCH: expected ' + ', '.join(f'{e:g}' for e in expected)}")
-    print("\nThe Go helper would have published each counter as one node's delta, not the "
-          "cluster's.\n" if all_ok else "")
+        print(
+            f"  {name:<27}{how:<9}{shown:<40}{last.expected[name]:>12g} "
+            f"{'ok' if ok else 'MISMATCH: expected ' + ', '.join(f'{e:g}' for e in expected)}"
+        )
+    print(
+        "\nThe Go helper would have published each counter as one node's delta, not the "
+        "cluster's.\n"
+        if all_ok
+        else ""
+    )
     return all_ok
 
 
@@ -238,8 +269,10 @@ def run_demo(registry: Registry, *, nodes: int, cycles: int, interval: str) -> i
 
         from simfleet import FleetProcess
     except ImportError as exc:
-        print(f"cni-pipeline demo needs the demo extra (pip install 'cni-pipeline[demo]'): {exc}",
-              file=sys.stderr)
+        print(
+            f"cni-pipeline demo needs the demo extra (pip install 'cni-pipeline[demo]'): {exc}",
+            file=sys.stderr,
+        )
         return 1
     seconds = float(Duration.from_config(interval))
     recorder = _Recorder()
@@ -251,9 +284,12 @@ def run_demo(registry: Registry, *, nodes: int, cycles: int, interval: str) -> i
     fleet = FleetProcess(nodes, base_address="127.20.0.1", start_time=time.time() - 3600)
     try:
         fleet.start()
-        print(f"cni-pipeline demo: {nodes} simulated aws-node pods "
-              f"({fleet.addresses[0]} ... {fleet.addresses[-1]}), local CloudWatch at {endpoint}, "
-              f"{cycles} cycles every {interval}", flush=True)
+        print(
+            f"cni-pipeline demo: {nodes} simulated aws-node pods "
+            f"({fleet.addresses[0]} ... {fleet.addresses[-1]}), local CloudWatch at {endpoint}, "
+            f"{cycles} cycles every {interval}",
+            flush=True,
+        )
         with _aws_sandbox(endpoint):
             data = _config_data(fleet.addresses, seconds, endpoint)
             config = build_config(data, "demo (embedded)", registry, {})
