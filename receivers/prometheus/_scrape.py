@@ -1,0 +1,490 @@
+"""The scrape pool and the receiver's cycle loop.
+
+As in Prometheus' ``scrape/scrape.go``: a pool keyed by target identity keeps per-target state
+between cycles (:class:`TargetState`, the health Prometheus keeps in ``scrape/target.go``);
+``sync`` diffs the target set by :attr:`pipeline.Target.key`, and targets that left are dropped
+with their state and their idle connections. Each cycle scrapes every target concurrently, each
+scrape cut at its own timeout, and one target's failure stays with that target: every exception
+inside a scrape is caught and classified, so it can never cancel the others.
+
+Unlike Prometheus there is no loop per target: the cycle is the unit (DESIGN.md, "Cycles and
+time"), because the processor needs every discovered target of a cycle at once, failed ones too,
+to aggregate the cluster correctly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pipeline import (
+    Batch,
+    ComponentSettings,
+    Cycle,
+    ErrorClass,
+    FamilySet,
+    Host,
+    MetricsConsumer,
+    ParseError,
+    ScrapeError,
+    Target,
+    TargetHealth,
+    TargetScrape,
+    Ticker,
+)
+
+from ._http import ScrapeClient, netloc_key
+from ._k8s_sd import KubernetesDiscovery
+from ._textparse import ParsedPage, parse_page
+from .config import PrometheusReceiverConfig
+
+#: TLS context and extra headers for one target's requests.
+RequestOptions = tuple[ssl.SSLContext | None, Mapping[str, str] | None]
+NO_OPTIONS: RequestOptions = (None, None)
+
+ParseFunc = Callable[[bytes, FamilySet], ParsedPage]
+
+#: How long shutdown lets a cycle that is handing its batch downstream finish before cancelling.
+CONSUME_GRACE = 10.0
+CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(slots=True)
+class TargetState:
+    """What the pool remembers about a target between cycles."""
+
+    target: Target
+    #: Start time (UTC seconds) of the latest successful scrape.
+    last_success: float | None = None
+    last_scrape: float | None = None
+    last_duration: float = 0.0
+    last_error_class: ErrorClass | None = None
+    last_error: str = ""
+    consecutive_failures: int = 0
+
+    @property
+    def up(self) -> bool:
+        return self.last_scrape is not None and self.last_error_class is None
+
+
+class ScrapePool:
+    """The targets of one receiver and their state; scrapes them all each cycle."""
+
+    def __init__(
+        self,
+        client: ScrapeClient,
+        *,
+        timeout: float,
+        wanted: FamilySet,
+        sample_limit: int = 0,
+        max_concurrency: int = 512,
+        parse: ParseFunc = parse_page,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.wanted = wanted
+        self.sample_limit = sample_limit
+        self.max_concurrency = max(1, max_concurrency)
+        self._parse = parse
+        self._clock = clock
+        self._states: dict[str, TargetState] = {}
+
+    @property
+    def states(self) -> Mapping[str, TargetState]:
+        return self._states
+
+    async def sync(self, targets: Iterable[Target]) -> list[Target]:
+        """Make the pool's targets exactly ``targets`` (first of each key wins, order kept).
+
+        A known key keeps its state (its :class:`Target` is replaced, so changed attributes show);
+        a key that left loses its state and the idle connections to its host, unless another
+        target still uses that host (the API server, in proxy mode). Returns the targets dropped.
+        """
+        old = self._states
+        new: dict[str, TargetState] = {}
+        for target in targets:
+            if target.key in new:
+                continue
+            state = old.get(target.key)
+            if state is None:
+                state = TargetState(target)
+            else:
+                state.target = target
+            new[target.key] = state
+        self._states = new
+        gone = [state.target for key, state in old.items() if key not in new]
+        if gone:
+            in_use = {_host_key(state.target) for state in new.values()}
+            for host in {_host_key(target) for target in gone} - in_use:
+                await self.client.close_host(host)
+        return gone
+
+    async def scrape_all(
+        self, options: Callable[[Target], RequestOptions] = lambda _target: NO_OPTIONS
+    ) -> tuple[TargetScrape, ...]:
+        """Scrape every target once, at most ``max_concurrency`` at a time, in pool order."""
+        states = list(self._states.values())
+        results: list[TargetScrape | None] = [None] * len(states)
+        next_index = 0
+
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < len(states):
+                index = next_index
+                next_index += 1
+                state = states[index]
+                results[index] = await self.scrape(state, options(state.target))
+
+        workers = min(len(states), self.max_concurrency)
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return tuple(result for result in results if result is not None)
+
+    async def scrape(
+        self, state: TargetState, options: RequestOptions = NO_OPTIONS
+    ) -> TargetScrape:
+        """Scrape one target and record the outcome in its state; never raises (but cancels)."""
+        target = state.target
+        started = self._clock()
+        t0 = time.perf_counter()
+        try:
+            page = await self._fetch_and_parse(target, options)
+        except ScrapeError as exc:
+            return self._failed(state, started, t0, exc.error_class, exc.reason)
+        except Exception as exc:  # a bug or an unforeseen error: still this target's alone
+            return self._failed(state, started, t0, _classify(exc), _describe(exc))
+        duration = time.perf_counter() - t0
+        state.last_success = state.last_scrape = started
+        state.last_duration = duration
+        state.last_error_class = None
+        state.last_error = ""
+        state.consecutive_failures = 0
+        return TargetScrape(
+            target=target,
+            health=TargetHealth(up=True, scraped_at=started, duration=duration,
+                                last_success=started, samples=page.samples),
+            families=page.families,
+            process_start_time=page.process_start_time,
+            duplicates=page.duplicates,
+        )
+
+    async def _fetch_and_parse(self, target: Target, options: RequestOptions) -> ParsedPage:
+        tls, headers = options
+        url = target_url(target)
+        body = await self.client.get(url, self.timeout, ssl=tls, headers=headers)
+        try:
+            page = self._parse(body, self.wanted)
+        except ParseError as exc:
+            raise exc.for_target(target.key) from None
+        except Exception as exc:
+            raise ScrapeError(target.key, ErrorClass.PARSE, _describe(exc)) from exc
+        if self.sample_limit:
+            kept = sum(len(samples) for samples in page.families.values())
+            if kept > self.sample_limit:
+                raise ScrapeError(target.key, ErrorClass.SAMPLE_LIMIT,
+                                  f"{kept} samples exceed sample_limit {self.sample_limit}")
+        return page
+
+    def _failed(
+        self, state: TargetState, started: float, t0: float, error_class: ErrorClass, error: str
+    ) -> TargetScrape:
+        duration = time.perf_counter() - t0
+        state.last_scrape = started
+        state.last_duration = duration
+        state.last_error_class = error_class
+        state.last_error = error
+        state.consecutive_failures += 1
+        health = TargetHealth(up=False, scraped_at=started, duration=duration,
+                              last_success=state.last_success, error_class=error_class,
+                              error=error)
+        return TargetScrape(target=state.target, health=health)
+
+    async def close(self) -> None:
+        self._states = {}
+        await self.client.aclose()
+
+
+def target_url(target: Target) -> str:
+    return target.url or f"http://{target.address}/metrics"
+
+
+def _host_key(target: Target) -> str:
+    try:
+        return netloc_key(target_url(target))
+    except ValueError:
+        return target.address
+
+
+def _classify(exc: Exception) -> ErrorClass:
+    if isinstance(exc, TimeoutError):
+        return ErrorClass.TIMEOUT
+    if isinstance(exc, OSError):
+        return ErrorClass.CONNECT
+    return ErrorClass.PARSE
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _SelfMetrics:
+    """The receiver's self-metrics, every one labelled with the receiver's ID."""
+
+    def __init__(self, settings: ComponentSettings) -> None:
+        telemetry = settings.telemetry
+        self.receiver = receiver = str(settings.id)
+        r = ("receiver",)
+        self.cycles = telemetry.counter("cycles_total", "Scrape cycles run.", r).labels(receiver)
+        self.cycle_duration = telemetry.histogram(
+            "cycle_duration_seconds",
+            "Time from a cycle's tick to its batch being handed downstream.",
+            r, CYCLE_BUCKETS,
+        ).labels(receiver)
+        self.overruns = telemetry.counter(
+            "cycle_overruns_total", "Cycle ticks skipped because a cycle ran late.", r
+        ).labels(receiver)
+        self.discovered = telemetry.gauge(
+            "targets_discovered", "Targets of the latest cycle.", r).labels(receiver)
+        self.up = telemetry.gauge(
+            "targets_up", "Targets scraped successfully in the latest cycle.", r).labels(receiver)
+        self.failures = telemetry.counter(
+            "scrape_failures_total", "Failed target scrapes, by error class.",
+            ("receiver", "error_class"))
+        self.scraped = telemetry.counter(
+            "samples_scraped_total", "Sample lines read from target pages.", r).labels(receiver)
+        self.kept = telemetry.counter(
+            "samples_kept_total", "Samples of wanted families handed downstream.", r
+        ).labels(receiver)
+        self.parse_errors = telemetry.counter(
+            "parse_errors_total", "Target pages that failed to parse.", r).labels(receiver)
+        self.duplicates = telemetry.counter(
+            "duplicate_series_total", "Repeated series lines dropped from target pages.", r
+        ).labels(receiver)
+
+
+@dataclass(frozen=True, slots=True)
+class CycleSummary:
+    """The numbers of one cycle, as logged and recorded."""
+
+    discovered: int
+    up: int
+    failed_by_class: Mapping[str, int]
+    samples_scraped: int
+    samples_kept: int
+    duplicates: int
+
+    @classmethod
+    def of(cls, scrapes: Sequence[TargetScrape]) -> CycleSummary:
+        failed: Counter[str] = Counter()
+        up = scraped = kept = duplicates = 0
+        for scrape in scrapes:
+            health = scrape.health
+            if health.up:
+                up += 1
+                scraped += health.samples
+                kept += sum(len(samples) for samples in scrape.families.values())
+                duplicates += scrape.duplicates
+            else:
+                failed[str(health.error_class)] += 1
+        return cls(len(scrapes), up, dict(sorted(failed.items())), scraped, kept, duplicates)
+
+    @property
+    def failed(self) -> int:
+        return self.discovered - self.up
+
+    def line(self, cycle: Cycle, duration: float) -> str:
+        when = datetime.fromtimestamp(cycle.time, UTC)
+        stamp = when.strftime("%Y-%m-%dT%H:%M:%S")
+        if when.microsecond:
+            stamp += f".{when.microsecond // 1000:03d}"
+        classes = ", ".join(f"{name}={count}" for name, count in self.failed_by_class.items())
+        failed = f"failed={self.failed}" + (f" ({classes})" if classes else "")
+        return (f"cycle {cycle.index} @{stamp}Z: targets discovered={self.discovered} "
+                f"scraped={self.up} {failed} samples kept={self.samples_kept} in {duration:.3f}s")
+
+
+class PrometheusReceiver:
+    """Scrapes the static and discovered targets every ``scrape_interval`` and hands each cycle's
+    :class:`pipeline.Batch` to the next consumer.
+
+    ``start`` starts discovery and one background task running the cycle loop and returns.
+    ``shutdown`` is safe without ``start`` and twice: it lets a batch already being handed
+    downstream arrive (up to :data:`CONSUME_GRACE`), cancels the rest, then stops discovery and
+    closes connections.
+    """
+
+    def __init__(
+        self,
+        settings: ComponentSettings,
+        config: PrometheusReceiverConfig,
+        next_consumer: MetricsConsumer,
+        *,
+        client: ScrapeClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self._next = next_consumer
+        self._log = settings.logger
+        self._static = config.targets()
+        self._static_keys = frozenset(target.key for target in self._static)
+        self._client = client or ScrapeClient(
+            body_size_limit=int(config.body_size_limit), user_agent=config.user_agent,
+            compression=config.enable_compression)
+        self._metrics = _SelfMetrics(settings)
+        self._pool: ScrapePool | None = None
+        self._discovery: KubernetesDiscovery | None = None
+        self._host: Host | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._in_consume = False
+        self._shut_down = False
+
+    @property
+    def pool(self) -> ScrapePool | None:
+        return self._pool
+
+    async def start(self, host: Host) -> None:
+        if self._task is not None or self._shut_down:
+            return
+        self._host = host
+        self._pool = ScrapePool(
+            self._client,
+            timeout=float(self.config.scrape_timeout),
+            wanted=self._next.wanted_families(),
+            sample_limit=self.config.sample_limit,
+            max_concurrency=self.config.max_concurrency,
+        )
+        if self.config.kubernetes_sd is not None:
+            self._discovery = KubernetesDiscovery(self.config.kubernetes_sd, self._log)
+            await self._discovery.start()
+        self._task = asyncio.create_task(self._run(), name=f"{self.settings.id} cycles")
+
+    async def shutdown(self) -> None:
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self._stopping = True
+        task = self._task
+        if task is not None:
+            if not self._in_consume:
+                task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=CONSUME_GRACE)
+            if not done:
+                task.cancel()
+                await asyncio.wait({task})
+            if not task.cancelled() and task.exception() is not None:
+                self._log.error("cycle loop failed", exc_info=task.exception())
+        if self._discovery is not None:
+            await self._discovery.shutdown()
+        if self._pool is not None:
+            await self._pool.close()
+        else:
+            await self._client.aclose()
+
+    # -- the cycle loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        ticker = Ticker(float(self.config.scrape_interval), started=self.settings.started_at)
+        await self._wait_for_discovery()
+        skipped = 0
+        while not self._stopping:
+            cycle = await ticker.next()
+            if ticker.skipped > skipped:
+                lost, skipped = ticker.skipped - skipped, ticker.skipped
+                self._metrics.overruns.inc(lost)
+                self._log.warning("cycle %d ran late: %d tick(s) skipped", cycle.index, lost)
+            try:
+                await self.run_cycle(cycle)
+            except Exception:
+                # A bug in one cycle must not end the receiver; the next tick tries again.
+                self._log.exception("cycle %d failed", cycle.index)
+
+    async def _wait_for_discovery(self) -> None:
+        """Before the first cycle, wait (bounded) for discovery's first full listing, so the first
+        batch is not an empty cluster."""
+        discovery = self._discovery
+        if discovery is None or discovery.synced:
+            return
+        timeout = max(float(self.config.scrape_interval), 10.0)
+        try:
+            synced = await discovery.wait_synced(timeout)
+        except Exception:
+            self._log.exception("waiting for kubernetes discovery failed")
+            synced = False
+        if not synced:
+            self._log.warning(
+                "kubernetes discovery not synced after %gs; scraping the targets known so far",
+                timeout)
+
+    async def run_cycle(self, cycle: Cycle) -> Batch:
+        """One cycle: sync the pool, scrape everything, hand the batch on, record and log."""
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("run_cycle() before start()")
+        self.settings.telemetry.tick(float(self.config.scrape_interval))
+        await pool.sync(self._current_targets())
+        scrapes = await pool.scrape_all(self._options_for())
+        batch = Batch(cycle=cycle, targets=scrapes)
+        self._in_consume = True
+        try:
+            await self._next.consume(batch)
+        except Exception:
+            self._log.exception("next consumer failed on cycle %d", cycle.index)
+        finally:
+            self._in_consume = False
+        duration = max(0.0, time.time() - cycle.time)
+        summary = CycleSummary.of(scrapes)
+        self._record(summary, duration)
+        self._log.info(summary.line(cycle, duration))
+        self._report(summary)
+        return batch
+
+    def _current_targets(self) -> list[Target]:
+        """Static targets first, then discovered ones (a key already static is skipped)."""
+        targets = list(self._static)
+        if self._discovery is not None:
+            try:
+                targets.extend(self._discovery.targets())
+            except Exception:
+                self._log.exception("kubernetes discovery failed to list targets")
+        return targets
+
+    def _options_for(self) -> Callable[[Target], RequestOptions]:
+        if self._discovery is None:
+            return lambda _target: NO_OPTIONS
+        tls, headers = self._discovery.request_options()
+        discovered: RequestOptions = (tls, headers or None)
+        static = self._static_keys
+        return lambda target: NO_OPTIONS if target.key in static else discovered
+
+    def _record(self, summary: CycleSummary, duration: float) -> None:
+        m = self._metrics
+        m.cycles.inc()
+        m.cycle_duration.observe(duration)
+        m.discovered.set(summary.discovered)
+        m.up.set(summary.up)
+        for error_class, count in summary.failed_by_class.items():
+            m.failures.labels(m.receiver, error_class).inc(count)
+        m.parse_errors.inc(summary.failed_by_class.get(str(ErrorClass.PARSE), 0))
+        m.scraped.inc(summary.samples_scraped)
+        m.kept.inc(summary.samples_kept)
+        m.duplicates.inc(summary.duplicates)
+
+    def _report(self, summary: CycleSummary) -> None:
+        if self._host is None:
+            return
+        if self._discovery is not None and not self._discovery.synced:
+            healthy, message = False, "kubernetes discovery has not synced"
+        elif summary.discovered and not summary.up:
+            classes = ", ".join(f"{k}={v}" for k, v in summary.failed_by_class.items())
+            healthy, message = False, f"all {summary.discovered} targets failed ({classes})"
+        else:
+            healthy, message = True, f"{summary.up}/{summary.discovered} targets up"
+        with contextlib.suppress(Exception):
+            self._host.report_status(self.settings.id, healthy, message)

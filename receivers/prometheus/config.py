@@ -1,0 +1,114 @@
+"""Config of the ``prometheus`` receiver.
+
+Defaults are the field defaults (named constants below, as the Collector's batch processor keeps
+them). The engine's loader handles YAML, ``${env:}``, unknown keys, types, durations and sizes;
+:meth:`PrometheusReceiverConfig.validate` checks only what crosses fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from pipeline import ByteSize, ComponentConfig, Duration, Target
+
+from ._k8s_sd import KubernetesSDConfig
+
+DEFAULT_SCRAPE_INTERVAL = Duration(30.0)
+DEFAULT_SCRAPE_TIMEOUT = Duration(10.0)
+#: Scrapes in flight at once. aws-node pages are small, so a few hundred in flight cost little
+#: memory and let a 5000-node cluster finish well inside the interval.
+DEFAULT_MAX_CONCURRENCY = 512
+DEFAULT_BODY_SIZE_LIMIT = ByteSize(10 * 1024 * 1024)
+DEFAULT_PATH = "/metrics"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrometheusReceiverConfig(ComponentConfig):
+    """What to scrape and how.
+
+    ``static_targets`` are ``host:port`` (meaning ``http://host:port/metrics``) or full
+    ``http(s)://`` URLs; ``kubernetes_sd`` discovers aws-node pods. Either or both may be set.
+    ``body_size_limit`` bounds a page both on the wire and decompressed. ``sample_limit`` fails a
+    target whose page has more samples of the wanted families than this (0 = no limit), as
+    Prometheus' ``sample_limit`` counts samples after metric relabelling.
+    """
+
+    scrape_interval: Duration = DEFAULT_SCRAPE_INTERVAL
+    scrape_timeout: Duration = DEFAULT_SCRAPE_TIMEOUT
+    static_targets: list[str] = field(default_factory=list)
+    kubernetes_sd: KubernetesSDConfig | None = None
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    body_size_limit: ByteSize = DEFAULT_BODY_SIZE_LIMIT
+    sample_limit: int = 0
+    #: Ask targets for gzip'd pages (as Prometheus' ``enable_compression``): fewer bytes on the
+    #: wire, more CPU here to inflate them.
+    enable_compression: bool = True
+    #: Sent as the User-Agent header.
+    user_agent: str = "cni-pipeline/0.1"
+
+    def validate(self) -> Iterable[tuple[str, str]]:
+        if self.scrape_interval <= 0:
+            yield "scrape_interval", "must be positive"
+        if self.scrape_timeout <= 0:
+            yield "scrape_timeout", "must be positive"
+        elif self.scrape_timeout > self.scrape_interval:
+            yield ("scrape_timeout", f"({self.scrape_timeout}) must not exceed scrape_interval "
+                   f"({self.scrape_interval})")
+        if not self.static_targets and self.kubernetes_sd is None:
+            yield "static_targets", "set static_targets or kubernetes_sd (or both)"
+        yield from self._validate_static_targets()
+        if self.kubernetes_sd is not None:
+            for key, message in self.kubernetes_sd.validate():
+                yield (f"kubernetes_sd.{key}" if key else "kubernetes_sd"), message
+        if self.max_concurrency < 1:
+            yield "max_concurrency", "must be at least 1"
+        if self.body_size_limit <= 0:
+            yield "body_size_limit", "must be positive"
+        if self.sample_limit < 0:
+            yield "sample_limit", "must be 0 (no limit) or positive"
+
+    def _validate_static_targets(self) -> Iterable[tuple[str, str]]:
+        seen: dict[str, int] = {}
+        for index, text in enumerate(self.static_targets):
+            key = f"static_targets[{index}]"
+            try:
+                target = static_target(text)
+            except ValueError as exc:
+                yield key, str(exc)
+                continue
+            if target.key in seen:
+                yield key, f"{text!r} repeats static_targets[{seen[target.key]}]"
+            seen.setdefault(target.key, index)
+
+    def targets(self) -> list[Target]:
+        """The static targets as :class:`pipeline.Target` (config already validated)."""
+        return [static_target(text) for text in self.static_targets]
+
+
+def static_target(text: str) -> Target:
+    """A static target from ``host:port`` or a full URL; raises ``ValueError`` saying why not.
+
+    The target's address is ``host:port`` (the scheme's default port filled in), its url the page.
+    """
+    text = text.strip()
+    url = text if "://" in text else f"http://{text}{DEFAULT_PATH}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{text!r}: the scheme must be http or https")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535") from None
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"{text!r}: no host (write host:port or a full URL)")
+    if port is None:
+        if "://" not in text:
+            raise ValueError(f"{text!r}: no port (write host:port or a full URL)")
+        port = 443 if parts.scheme == "https" else 80
+    shown = f"[{host}]" if ":" in host else host
+    if not parts.path:
+        url = f"{parts.scheme}://{parts.netloc}{DEFAULT_PATH}"
+    return Target(address=f"{shown}:{port}", url=url)

@@ -1,0 +1,32 @@
+"""The ``prometheus`` receiver's factory, registered under the entry point
+``cni_pipeline.receivers: prometheus``."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pipeline import ComponentSettings, Kind, MetricsConsumer, Receiver
+
+from ._scrape import PrometheusReceiver
+from .config import PrometheusReceiverConfig
+
+
+class PrometheusReceiverFactory:
+    """Creates ``prometheus`` receivers; ``default_config`` has no side effects."""
+
+    type: ClassVar[str] = "prometheus"
+    kind: ClassVar[Kind] = Kind.RECEIVER
+
+    def default_config(self) -> PrometheusReceiverConfig:
+        return PrometheusReceiverConfig()
+
+    def create(
+        self,
+        settings: ComponentSettings,
+        config: PrometheusReceiverConfig,
+        next_consumer: MetricsConsumer,
+    ) -> Receiver:
+        return PrometheusReceiver(settings, config, next_consumer)
+
+
+factory = PrometheusReceiverFactory()
