@@ -85,22 +85,39 @@ def expected_cycle(truth, previous) -> dict[str, tuple[str, float]]:
 @pytest.fixture()
 def fleet():
     # The nodes' processes started an hour ago: their first scrape is a baseline.
-    with FleetProcess(NODES, base_address="127.30.0.1", seed=7,
-                      start_time=time.time() - 3600) as running:
+    with FleetProcess(
+        NODES, base_address="127.30.0.1", seed=7, start_time=time.time() - 3600
+    ) as running:
         yield running
 
 
 async def test_twenty_nodes_six_cycles_exact_sums_and_deltas(fleet):
-    config = build_config({
-        "receivers": {"prometheus": {"scrape_interval": "2s", "scrape_timeout": "1s",
-                                     "static_targets": fleet.addresses}},
-        "processors": {"cni_aggregate": {}},
-        "exporters": {"debug": {"derived": False}},
-        "service": {"telemetry": {"endpoint": ""},
-                    "pipelines": {"metrics": {"receivers": ["prometheus"],
-                                              "processors": ["cni_aggregate"],
-                                              "exporters": ["debug"]}}},
-    }, "e2e", Registry.load(), {})
+    config = build_config(
+        {
+            "receivers": {
+                "prometheus": {
+                    "scrape_interval": "2s",
+                    "scrape_timeout": "1s",
+                    "static_targets": fleet.addresses,
+                }
+            },
+            "processors": {"cni_aggregate": {}},
+            "exporters": {"debug": {"derived": False}},
+            "service": {
+                "telemetry": {"endpoint": ""},
+                "pipelines": {
+                    "metrics": {
+                        "receivers": ["prometheus"],
+                        "processors": ["cni_aggregate"],
+                        "exporters": ["debug"],
+                    }
+                },
+            },
+        },
+        "e2e",
+        Registry.load(),
+        {},
+    )
     output = DebugOutput()
     debug_logger = logging.getLogger("cni_pipeline.exporters.debug")
     debug_logger.addHandler(output)
