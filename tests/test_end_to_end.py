@@ -56,11 +56,10 @@ class DebugOutput(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
         self.cycles: list[dict[str, tuple[str, float]]] = []
-        self._expected = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
-        if header := HEADER.match(text):
+        if HEADER.match(text):
             self.cycles.append({})
             return
         if produce := PRODUCE.match(text):
@@ -68,7 +67,7 @@ class DebugOutput(logging.Handler):
             self.cycles[-1][name] = (kind, float(value))
 
     def complete(self) -> int:
-        """Cycles fully logged (a cycle is complete once the next header or all lines arrived)."""
+        """Cycles whose every metric line has been logged."""
         full = [c for c in self.cycles if len(c) >= len(GAUGES) + len(COUNTERS) + 1]
         return len(full)
 
