@@ -1,0 +1,7 @@
+"""``prometheus`` exporter: the cluster aggregates on an HTTP endpoint for Prometheus to scrape."""
+
+from .config import PrometheusExporterConfig
+from .exporter import PrometheusExporter
+from .factory import PrometheusExporterFactory, factory
+
+__all__ = ["PrometheusExporter", "PrometheusExporterConfig", "PrometheusExporterFactory", "factory"]
