@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from receivers.prometheus._http import ScrapeClient  # noqa: E402
 
-FIXTURE = Path("/work/shared/fixtures/aws-node/metrics-v1.data")
+FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/aws-node/metrics-v1.data"
 WANTED = frozenset({
     "awscni_add_ip_req_count", "awscni_assigned_ip_addresses", "awscni_aws_api_error_count",
     "awscni_aws_api_latency_ms", "awscni_aws_utils_error_count", "awscni_del_ip_req_count",

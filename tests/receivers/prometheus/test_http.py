@@ -16,8 +16,9 @@ import pytest
 
 from pipeline import ErrorClass, ScrapeError
 from receivers.prometheus._http import ScrapeClient
+from tests.support.fixtures import AWS_NODE_PAGES
 
-PAGE = Path("/work/shared/fixtures/aws-node/metrics-v1.data").read_bytes()
+PAGE = (AWS_NODE_PAGES / "metrics-v1.data").read_bytes()
 LIMIT = 1024 * 1024
 
 Handler = Callable[["Request", asyncio.StreamWriter], Awaitable[bool]]

@@ -28,9 +28,10 @@ from pipeline import (
 from receivers.prometheus import PrometheusReceiverConfig, factory
 from receivers.prometheus._k8s_sd import KubernetesSDConfig
 from receivers.prometheus.config import static_target
+from tests.support.fixtures import AWS_NODE_PAGES
 from tests.support.kube_apiserver import KubeAPIServer
 
-FIXTURES = Path("/work/shared/fixtures/aws-node")
+FIXTURES = AWS_NODE_PAGES
 PAGE = (FIXTURES / "metrics-v1.data").read_bytes()
 WANTED = frozenset({"awscni_assigned_ip_addresses", "awscni_eni_max", "awscni_add_ip_req_count"})
 INTERVAL, TIMEOUT = 0.5, 0.3

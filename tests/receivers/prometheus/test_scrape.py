@@ -6,15 +6,15 @@ import asyncio
 import gzip
 import socket
 import time
-from pathlib import Path
 
 import pytest
 
 from pipeline import ErrorClass, Target, TargetScrape
 from receivers.prometheus._http import ScrapeClient
 from receivers.prometheus._scrape import ScrapePool
+from tests.support.fixtures import AWS_NODE_PAGES
 
-FIXTURES = Path("/work/shared/fixtures/aws-node")
+FIXTURES = AWS_NODE_PAGES
 PAGES = {name: (FIXTURES / f"metrics-{name}.data").read_bytes() for name in ("v1", "v2")}
 #: A page whose wanted line is broken (the parser reads only wanted lines closely).
 GARBAGE = b"awscni_assigned_ip_addresses{oops 1\n<html><body>502 Bad Gateway</body></html>\n"
