@@ -199,3 +199,42 @@ def test_port_in_use_exits_1(tmp_path):
         )
     assert proc.returncode == 1
     assert f"service.telemetry.endpoint 127.0.0.1:{port}: cannot listen" in proc.stderr
+
+
+def test_metrics_and_liveness_answer_before_discovery_syncs(tmp_path):
+    """Probes can tell "starting" (/readyz 503, /healthz 200) from "dead" (no answer)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(textwrap.dedent("""
+        apiVersion: v1
+        kind: Config
+        clusters: [{name: c, cluster: {server: "http://127.0.0.1:9"}}]
+        users: [{name: u, user: {token: t}}]
+        contexts: [{name: x, context: {cluster: c, user: u}}]
+        current-context: x
+    """))
+    port = _free_port()
+    config = GOOD.replace("127.0.0.1:0", f"127.0.0.1:{port}").replace(
+        'static_targets: ["127.0.0.1:9"]',
+        f'kubernetes_sd: {{kubeconfig: "{kubeconfig}"}}').replace("1s", "30s").replace(
+        "500ms", "10s")
+    path = write(tmp_path, config)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", path],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                status, _ = _get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert status == 200
+        ready, body = _get(f"http://127.0.0.1:{port}/readyz")
+        assert ready == 503
+        assert "waiting for the first cycle of prometheus" in body
+        code, metrics = _get(f"http://127.0.0.1:{port}/metrics")
+        assert code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
