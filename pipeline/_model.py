@@ -171,6 +171,9 @@ class Batch:
         return dataclasses.replace(self, metrics=self.metrics + tuple(metrics))
 
 
+_UNESCAPE = {"n": "\n", "\\": "\\", '"': '"'}
+
+
 def parse_series(series: str) -> tuple[str, dict[str, str]]:
     """Split a series text ``name{a="x",b="y"}`` into its name and labels (escapes undone).
 
@@ -198,7 +201,8 @@ def parse_series(series: str) -> tuple[str, dict[str, str]]:
             if ch == "\\":
                 i += 1
                 nxt = text[i]
-                chars.append("\n" if nxt == "n" else nxt)
+                # The exposition format escapes only \\, \" and \n; any other backslash stays.
+                chars.append(_UNESCAPE.get(nxt, "\\" + nxt))
             else:
                 chars.append(ch)
             i += 1
