@@ -185,7 +185,13 @@ def build_config(
         kind: _load_components(kind, data.get(kind.plural), registry, problems) for kind in Kind
     }
     service = overlay(ServiceConfig(), data.get("service"), "service", problems)
-    pipelines = _check_pipelines(service, sections, problems)
+    declared = {
+        kind: {str(k) for k in data.get(kind.plural) or {}}
+        if isinstance(data.get(kind.plural), dict)
+        else set()
+        for kind in Kind
+    }
+    pipelines = _check_pipelines(service, sections, declared, problems)
     if problems:
         raise ConfigError(source, problems)
     return Config(
@@ -237,6 +243,7 @@ def _load_components(
 def _check_pipelines(
     service: ServiceConfig,
     sections: dict[Kind, dict[ComponentID, ComponentConfig]],
+    declared: dict[Kind, set[str]],
     problems: Problems,
 ) -> tuple[PipelineSpec, ...]:
     if not service.pipelines:
@@ -255,7 +262,7 @@ def _check_pipelines(
             (Kind.EXPORTER, pipeline.exporters),
         ):
             ids[kind] = _resolve_refs(
-                kind, names, sections[kind], join(path, kind.plural), problems
+                kind, names, sections[kind], declared[kind], join(path, kind.plural), problems
             )
         for kind in (Kind.RECEIVER, Kind.EXPORTER):
             if not getattr(pipeline, kind.plural):
@@ -277,9 +284,12 @@ def _resolve_refs(
     kind: Kind,
     names: list[str],
     defined: dict[ComponentID, ComponentConfig],
+    declared: set[str],
     path: str,
     problems: Problems,
 ) -> tuple[ComponentID, ...]:
+    """Parse a pipeline's references; ``declared`` are the IDs written in the section, so a
+    component whose own entry was already reported as broken is not reported again here."""
     ids = []
     seen = set()
     for i, name in enumerate(names):
@@ -290,6 +300,8 @@ def _resolve_refs(
             problems.append((item_path, str(exc)))
             continue
         if cid not in defined:
+            if name in declared:
+                continue
             problems.append(
                 (
                     item_path,

@@ -210,3 +210,9 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         Duration.from_config(text)
+
+
+def test_a_broken_component_is_reported_once_not_again_at_its_references():
+    lines = problems_of(GOOD.replace("sink: {}", "sink: {}\n  kafka: {}").replace(
+        "exporters: [sink]", "exporters: [sink, kafka]"))
+    assert len(lines) == 1 and 'unknown exporter type "kafka"' in lines[0]
