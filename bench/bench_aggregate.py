@@ -1,0 +1,181 @@
+"""Benchmark: one cycle's aggregation step of ``cni_aggregate`` on a large fleet.
+
+Builds a fleet of aws-node scrapes (default 5,000 targets, ~150 wanted samples each: the default
+rules' families with realistic label sets), as the receiver hands them over: fresh series-text
+strings every cycle, counters growing, a few targets failing. Then it times the aggregation step
+(``Aggregator.aggregate`` plus ``Batch.with_metrics``, which is what ``consume`` does before
+handing on) and measures its allocations with tracemalloc in a separate, untimed run.
+
+    .venv/bin/python bench/bench_aggregate.py [--targets 5000] [--cycles 5] [--group-by zone]
+
+Numbers are for comparing changes on one machine, not for asserting anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import (  # noqa: E402
+    Batch,
+    Cycle,
+    ErrorClass,
+    Sample,
+    Target,
+    TargetHealth,
+    TargetScrape,
+)
+from processors.cni_aggregate._aggregate import Aggregator  # noqa: E402
+from processors.cni_aggregate.config import CniAggregateConfig, resolve_rules  # noqa: E402
+
+INTERVAL = 30.0
+T0 = 1_700_000_010.0
+APIS = ("AssignPrivateIpAddresses", "AttachNetworkInterface", "CreateNetworkInterface",
+        "CreateTags", "DeleteNetworkInterface", "DescribeInstances", "DescribeNetworkInterfaces",
+        "DetachNetworkInterface", "GetMetadata", "ModifyNetworkInterfaceAttribute",
+        "UnassignPrivateIpAddresses")
+
+
+def page_template() -> dict[str, list[tuple[str, float, bool]]]:
+    """family -> [(series text, base value, is a counter)] for one node: ~150 samples."""
+    families: dict[str, list[tuple[str, float, bool]]] = {}
+
+    def add(family: str, text: str, value: float, counter: bool) -> None:
+        families.setdefault(family, []).append((text, value, counter))
+
+    for family in ("awscni_add_ip_req_count", "awscni_aws_utils_error_count",
+                   "awscni_ipamd_error_count", "awscni_pod_eni_error_count",
+                   "awscni_reconcile_count", "awscni_force_removed_enis",
+                   "awscni_force_removed_ips"):
+        add(family, family, 100.0, True)
+    for family in ("awscni_assigned_ip_addresses", "awscni_eni_allocated", "awscni_eni_max",
+                   "awscni_ip_max", "awscni_total_ip_addresses", "awscni_total_ipv4_prefixes"):
+        add(family, family, 12.0, False)
+    for fn in ("increaseIPPool", "decreaseIPPool", "nodeInit", "reconcile", "warmPool"):
+        add("awscni_ipamd_action_inprogress",
+            f'awscni_ipamd_action_inprogress{{fn="{fn}"}}', 0.0, False)
+    for reason in ("PodDeleted", "SetupNSFailed"):
+        add("awscni_del_ip_req_count", f'awscni_del_ip_req_count{{reason="{reason}"}}', 50.0, True)
+    for number in range(8):
+        add("awscni_assigned_ip_per_cidr",
+            f'awscni_assigned_ip_per_cidr{{cidr="10.0.{number}.0/28"}}', 3.0, False)
+    latency = "awscni_aws_api_latency_ms"
+    for api in APIS:
+        add("awscni_ec2api_req_count", f'awscni_ec2api_req_count{{fn="{api}"}}', 10.0, True)
+        add("awscni_ec2api_error_count", f'awscni_ec2api_error_count{{fn="{api}"}}', 1.0, True)
+        add("awscni_aws_api_error_count",
+            f'awscni_aws_api_error_count{{api="{api}",error="Throttling"}}', 2.0, True)
+        for error in ("false", "true"):
+            labels = f'api="{api}",error="{error}"'
+            for quantile in ("0.5", "0.9", "0.99"):
+                add(latency, f'{latency}{{{labels},quantile="{quantile}"}}',
+                    float("nan") if quantile == "0.5" else 40.0, False)
+            add(latency, f"{latency}_sum{{{labels}}}", 5000.0, True)
+            add(latency, f"{latency}_count{{{labels}}}", 100.0, True)
+    return families
+
+
+def fleet(size: int) -> list[Target]:
+    return [
+        Target(address=f"10.{n // 65536}.{n // 256 % 256}.{n % 256}:61678",
+               pod=f"aws-node-{n:05d}", node=f"ip-10-0-{n}.ec2.internal",
+               attributes=(("instance_type", ("m5.large", "c5.xlarge")[n % 2]),
+                           ("nodegroup", f"ng-{n % 4}"), ("zone", f"us-east-1{'abc'[n % 3]}")))
+        for n in range(size)
+    ]
+
+
+def cycle_batch(index: int, targets: list[Target],
+                template: dict[str, list[tuple[str, float, bool]]]) -> Batch:
+    """One cycle's batch; series texts are new string objects per target, as parsing makes."""
+    scrapes = []
+    now = T0 + INTERVAL * index
+    for n, target in enumerate(targets):
+        if n % 100 == 7 and index % 3 == 2:   # 1% of targets fail every third cycle
+            scrapes.append(TargetScrape(target, TargetHealth(
+                up=False, scraped_at=now, error_class=ErrorClass.TIMEOUT)))
+            continue
+        families: dict[str, list[Sample]] = {}
+        for family, lines in template.items():
+            families[family] = [
+                ("".join((text[:1], text[1:])), value + (index * (n % 5) if counter else n % 7))
+                for text, value, counter in lines
+            ]
+        scrapes.append(TargetScrape(
+            target, TargetHealth(up=True, scraped_at=now, last_success=now), families,
+            process_start_time=T0 - 3600.0,
+        ))
+    cycle = Cycle(time=now, previous=now - INTERVAL, index=index, started=T0 - 5)
+    return Batch(cycle=cycle, targets=tuple(scrapes))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", type=int, default=5000)
+    parser.add_argument("--cycles", type=int, default=5, help="timed cycles after a warm-up")
+    parser.add_argument("--group-by", action="append", default=[],
+                        help="zone, nodegroup, instance_type or node (repeatable)")
+    args = parser.parse_args()
+
+    config = CniAggregateConfig(group_by=args.group_by)
+    rules, problems = resolve_rules(config)
+    if problems or list(config.validate()):
+        raise SystemExit(f"bad config: {list(config.validate())}")
+    aggregator = Aggregator(rules, config.group_by, config.staleness)
+    template = page_template()
+    targets = fleet(args.targets)
+    per_target = sum(len(lines) for lines in template.values())
+    total_cycles = args.cycles + 3
+    batches = [cycle_batch(index, targets, template) for index in range(total_cycles)]
+
+    # Warm-up: the first cycle is the baseline (and fills the series caches).
+    aggregator.aggregate(batches[0])
+    times = []
+    metrics_out = 0
+    for index in range(1, args.cycles + 1):
+        gc.collect()
+        began = time.perf_counter()
+        metrics, _ = aggregator.aggregate(batches[index])
+        batches[index].with_metrics(metrics)
+        times.append(time.perf_counter() - began)
+        metrics_out = len(metrics)
+
+    # Allocations, with tracemalloc (it slows code down, so these cycles are not timed). The
+    # first traced cycle replaces the state built untraced; the second is the one measured, so
+    # "retained" is the state's growth per cycle (0 when nothing leaks) and "peak" the memory a
+    # cycle needs on top of it.
+    gc.collect()
+    tracemalloc.start()
+    aggregator.aggregate(batches[args.cycles + 1])
+    gc.collect()
+    before, _ = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    snapshot_before = tracemalloc.take_snapshot()
+    metrics, _ = aggregator.aggregate(batches[args.cycles + 2])
+    batches[args.cycles + 2].with_metrics(metrics)
+    after, peak = tracemalloc.get_traced_memory()
+    snapshot_after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    new_blocks = sum(max(stat.count_diff, 0)
+                     for stat in snapshot_after.compare_to(snapshot_before, "lineno"))
+    state = sum(stat.size for stat in snapshot_after.statistics("filename")
+                if "cni_aggregate" in stat.traceback[0].filename)
+
+    print(f"cni_aggregate: {args.targets} targets x {per_target} wanted samples, "
+          f"group_by={args.group_by or '[]'}, {metrics_out} metrics/cycle")
+    print(f"  seconds/cycle: mean {statistics.mean(times):.3f}  min {min(times):.3f}  "
+          f"max {max(times):.3f}  ({args.cycles} cycles, "
+          f"{statistics.mean(times) / (args.targets * per_target) * 1e9:.0f} ns/sample)")
+    print(f"  allocations/cycle (tracemalloc): peak {(peak - before) / 2**20:.1f} MiB above "
+          f"the state, {(after - before) / 2**20:+.2f} MiB retained, {new_blocks} blocks "
+          f"still live after the cycle; state held: {state / 2**20:.1f} MiB")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The ``cni_aggregate`` processor: the engine-facing shell around :class:`Aggregator`.
+
+It turns each cycle's batch into cluster-level metrics, hands the batch on with them, and reports
+what the cycle saw as self-metrics. The aggregation itself is pure and lives in ``_aggregate``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pipeline import (
+    Batch,
+    ComponentError,
+    ComponentSettings,
+    FamilySet,
+    Host,
+    MetricsConsumer,
+    union_families,
+)
+
+from ._aggregate import Aggregator, CycleStats
+from ._rules import Rule
+
+
+class CniAggregateProcessor:
+    """Aggregates every cycle; has no background work, so start and shutdown are cheap.
+
+    Aggregation runs inline on the event loop: it is CPU-bound (a thread would not run it any
+    sooner under the GIL), it runs once per cycle after the cycle's scrapes are done, and keeping
+    it on one thread means the state between cycles needs no lock. ``bench/bench_aggregate.py``
+    measures it on a 5,000-target cycle.
+    """
+
+    def __init__(
+        self,
+        settings: ComponentSettings,
+        rules: list[Rule],
+        group_by: list[str],
+        staleness: float,
+        next_consumer: MetricsConsumer,
+    ) -> None:
+        self._settings = settings
+        self._log = settings.logger
+        self._next = next_consumer
+        self._aggregator = Aggregator(rules, group_by, staleness)
+        #: Only the rules' own families: lines with suffixes are filed under them by the receiver.
+        self._families: frozenset[str] = frozenset(rule.family for rule in rules)
+        self._closed = False
+        self._instruments(settings)
+
+    def _instruments(self, settings: ComponentSettings) -> None:
+        telemetry = settings.telemetry
+        name = str(settings.id)
+        labels = ("processor",)
+        self._nan = telemetry.counter(
+            "nan_samples_skipped_total", "NaN or Inf samples skipped, never summed.", labels
+        ).labels(name)
+        resets = telemetry.counter(
+            "counter_resets_total",
+            "Counter resets: a series whose value dropped, or a target whose "
+            "process_start_time_seconds changed.", ("processor", "reason"))
+        self._resets_drop = resets.labels(name, "drop")
+        self._resets_restart = resets.labels(name, "restart")
+        self._from_start = telemetry.counter(
+            "targets_counted_from_start_total",
+            "First-seen targets that started inside the window, so counted from zero.", labels
+        ).labels(name)
+        self._stale = telemetry.gauge(
+            "targets_stale", "Failed targets whose last values are carried in the sums.", labels
+        ).labels(name)
+        self._failed = telemetry.gauge(
+            "targets_excluded", "Failed targets with nothing carried in the sums.", labels
+        ).labels(name)
+        self._series = telemetry.gauge(
+            "counter_series_tracked", "Counter series whose last value is kept.", labels
+        ).labels(name)
+        self._duration = telemetry.gauge(
+            "aggregate_duration_seconds", "Time the latest cycle's aggregation took.", labels
+        ).labels(name)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, host: Host) -> None:
+        self._log.info(
+            "aggregating %d rules, group_by=%s, staleness=%gs",
+            len(self._aggregator.rules), list(self._aggregator.group_by),
+            self._aggregator.staleness,
+        )
+
+    async def shutdown(self) -> None:
+        """Idempotent; safe without start. Nothing is buffered, so there is nothing to flush."""
+        self._closed = True
+
+    # -- consumer -----------------------------------------------------------------------------
+
+    def wanted_families(self) -> FamilySet:
+        return union_families([self._families, self._next.wanted_families()])
+
+    async def consume(self, batch: Batch) -> None:
+        if self._closed:
+            raise ComponentError("consume after shutdown", str(self._settings.id))
+        began = time.perf_counter()
+        metrics, stats = self._aggregator.aggregate(batch)
+        self._record(stats, time.perf_counter() - began)
+        await self._next.consume(batch.with_metrics(metrics))
+
+    def _record(self, stats: CycleStats, seconds: float) -> None:
+        self._nan.inc(stats.nan_skipped)
+        self._resets_drop.inc(stats.resets)
+        self._resets_restart.inc(stats.restarts)
+        self._from_start.inc(stats.counted_from_start)
+        self._stale.set(stats.stale)
+        self._failed.set(stats.failed)
+        self._series.set(self._aggregator.series_tracked())
+        self._duration.set(seconds)
+        self._log.debug(
+            "cycle aggregated: %d reporting, %d stale, %d failed, %d resets, %d restarts, %.3fs",
+            stats.reporting, stats.stale, stats.failed, stats.resets, stats.restarts, seconds,
+        )

@@ -1,0 +1,55 @@
+"""Factory of the ``cni_aggregate`` processor (registered by entry point, like any plugin)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pipeline import (
+    ClusterShape,
+    ComponentConfig,
+    ComponentSettings,
+    ConfigError,
+    Kind,
+    Metric,
+    MetricsConsumer,
+)
+
+from ._aggregate import plan
+from ._processor import CniAggregateProcessor
+from .config import CniAggregateConfig, resolve_rules
+
+
+class CniAggregateFactory:
+    type: ClassVar[str] = "cni_aggregate"
+    kind: ClassVar[Kind] = Kind.PROCESSOR
+
+    def default_config(self) -> CniAggregateConfig:
+        return CniAggregateConfig()
+
+    def create(
+        self, settings: ComponentSettings, config: ComponentConfig, next_consumer: MetricsConsumer
+    ) -> CniAggregateProcessor:
+        cfg = _checked(config)
+        rules, _ = resolve_rules(cfg)
+        return CniAggregateProcessor(
+            settings, rules, list(cfg.group_by), float(cfg.staleness), next_consumer
+        )
+
+    def planned_metrics(self, config: ComponentConfig, shape: ClusterShape) -> list[Metric]:
+        """The metrics one cycle emits on a cluster of ``shape`` (values 0), for ``validate``."""
+        cfg = _checked(config)
+        rules, _ = resolve_rules(cfg)
+        return plan(rules, cfg.group_by, shape)
+
+
+def _checked(config: ComponentConfig) -> CniAggregateConfig:
+    """The engine validates before creating; this guards direct callers (tests, embedders)."""
+    if not isinstance(config, CniAggregateConfig):
+        raise TypeError(f"expected CniAggregateConfig, got {type(config).__name__}")
+    problems = list(config.validate())
+    if problems:
+        raise ConfigError("processors.cni_aggregate", problems)
+    return config
+
+
+factory = CniAggregateFactory()
