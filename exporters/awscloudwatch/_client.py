@@ -90,7 +90,7 @@ def map_client_error(exc: Any, namespace: str) -> Exception:
             "get-caller-identity`)"
         return PermanentExportError(
             f"AccessDenied: {principal} lacks permission cloudwatch:PutMetricData (namespace "
-            f"{namespace!r}); grant it with the IAM policy in the README (awscloudwatch exporter, IAM policy). "
+            f"{namespace!r}); grant it with the IAM policy in the README's awscloudwatch section. "
             f"CloudWatch said: {message}"
         )
     if code in REFRESHABLE_AUTH_CODES:
