@@ -130,6 +130,8 @@ _NOT_SAMPLE = re.compile(r"\n[ \t]*+(?=[\n#])")
 #: Bound on each of a grammar's caches of known series texts and values (about 150 bytes an
 #: entry): far above the distinct wanted series of a large cluster; past it a cache starts afresh.
 _KNOWN_LIMIT = 1 << 16
+#: Value texts up to this long are cached (see :class:`_Grammar`): a few thousand at most.
+_CACHED_VALUE_LENGTH = 3
 _first = itemgetter(0)
 
 
@@ -152,9 +154,13 @@ class _Grammar:
     pages repeat their series, so a series is checked against ``series`` (the canonical
     grammar) once, then found by one dict lookup (whose hash the aggregator's lookups reuse), as
     Prometheus' scrape cache skips label parsing for series it has seen. Sharing the first text
-    object also lets downstream dict lookups match by identity. ``values`` likewise maps value
-    texts to floats: most values repeat from scrape to scrape and node to node (0, 1, NaN, ENI
-    counts), and a lookup costs a quarter of ``float()``.
+    object also lets downstream dict lookups match by identity. ``values`` likewise maps short
+    value texts to floats: those repeat from scrape to scrape and node to node (0, 1, NaN, ENI
+    counts), and a lookup in a small, cache-warm dict costs a quarter of ``float()``. Longer
+    texts (counters, sums) rarely repeat across a fleet: caching them too filled the dict with
+    values met once (past its bound on a 5,000-node fleet, so it was cleared over and over), and
+    a lookup in a large, cold dict saved little over the ``float()`` (``bench_parse.py``'s fleet
+    figure, 2-3% better with only short texts cached).
 
     ``full`` reads the full grammar, groups (series, key, value, bad): the slow path for pages
     the fast one refuses, and the source of error messages.
@@ -208,7 +214,7 @@ class _Grammar:
         seen: set[str] | None = None
         if len(set(map(_first, found))) != len(found):
             seen = set()
-        known = self.known.get
+        known = self.known
         value_of = self.values.get
         grouped: dict[str, list[Sample]] = {}
         current: str | None = None
@@ -216,7 +222,10 @@ class _Grammar:
         for series, rest, bad in found:
             if bad:
                 raise _NotCanonical
-            series, key = known(series) or self._learn(series)
+            try:  # a subscript, cheaper than a get() call; a miss is a series' first sight
+                series, key = known[series]
+            except KeyError:
+                series, key = self._learn(series)
             if key is None:
                 continue
             if seen is not None:
@@ -260,9 +269,10 @@ class _Grammar:
             value = float(rest)
         except ValueError:
             return _tail_value(rest)
-        if len(self.values) >= _KNOWN_LIMIT:
-            self.values.clear()
-        self.values[rest] = value
+        if len(rest) <= _CACHED_VALUE_LENGTH:
+            if len(self.values) >= _KNOWN_LIMIT:
+                self.values.clear()
+            self.values[rest] = value
         return value
 
 
