@@ -9,6 +9,7 @@ import time
 
 from ._component import ComponentID, ComponentSettings, Kind
 from ._config import Config
+from ._gc import GcPolicy
 from ._graph import Graph, build_graph
 from ._logging import component_logger
 from ._registry import Registry
@@ -48,6 +49,7 @@ class Service:
         self.started_at = time.time()
         self.graph: Graph | None = None
         self.server: TelemetryServer | None = None
+        self.gc = GcPolicy()
 
     def _settings(self, cid: ComponentID, kind: Kind) -> ComponentSettings:
         return ComponentSettings(
@@ -82,6 +84,7 @@ class Service:
         self.telemetry.expect_reports(pending)
         self.graph = build_graph(self.config, self.registry, self._settings, self.telemetry, logger)
         await self.graph.start_all(_Host(self.telemetry), logger)
+        self.gc.start()
         logger.info(
             "pipeline started: %d pipeline(s) from %s",
             len(self.config.pipelines),
@@ -89,6 +92,7 @@ class Service:
         )
 
     async def shutdown(self) -> None:
+        await self.gc.stop()
         if self.graph is not None:
             await self.graph.shutdown_all(logger)
         if self.server is not None:
