@@ -18,7 +18,8 @@ the garbage-collector policy ``manual``).
 
 ``--gc`` compares garbage-collector policies. The service itself applies one (``service``, the
 default here; ``pipeline/_gc.py``: freeze after start, automatic collection off, a collection
-every 30 s); ``default`` and ``freeze`` undo part of it after start to show what it saves. The cyclic collector's full collections walk every container
+every 30 s); ``default`` and ``freeze`` undo part of it after start to show what it saves.
+The cyclic collector's full collections walk every container
 alive, and a cycle keeps a whole fleet's samples alive, so on a large fleet they cost a tenth
 of the cycle or more; ``freeze`` moves what exists after start-up out of their way
 (``gc.freeze()``); ``manual`` also turns automatic collection off and collects everything
@@ -210,7 +211,8 @@ def main() -> None:
     parser.add_argument("--base", default="127.50.0.1")
     parser.add_argument("--max-concurrency", type=int, default=None,
                         help="the receiver's max_concurrency (default: the receiver's default)")
-    parser.add_argument("--gc", choices=("service", "default", "freeze", "manual"), default="service",
+    parser.add_argument("--gc", choices=("service", "default", "freeze", "manual"),
+                        default="service",
                         help="garbage-collector policy to try (see the docstring)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the warm cycles here")
     args = parser.parse_args()
