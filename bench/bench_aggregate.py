@@ -1,12 +1,18 @@
 """Benchmark: one cycle's aggregation step of ``cni_aggregate`` on a large fleet.
 
-Builds a fleet of aws-node scrapes (default 5,000 targets, ~150 wanted samples each: the default
-rules' families with realistic label sets), as the receiver hands them over: fresh series-text
-strings every cycle, counters growing, a few targets failing. Then it times the aggregation step
-(``Aggregator.aggregate`` plus ``Batch.with_metrics``, which is what ``consume`` does before
-handing on) and measures its allocations with tracemalloc in a separate, untimed run.
+Builds a fleet of aws-node scrapes (default 5,000 targets, 171 wanted samples each: the default
+rules' families with realistic label sets, each node with CIDR blocks of its own), as the receiver
+hands them over: counters growing, a few targets failing every third cycle. Then it times the
+aggregation step (``Aggregator.aggregate`` plus ``Batch.with_metrics``, which is what ``consume``
+does before handing on) and measures its allocations with tracemalloc in a separate, untimed run.
+
+``--texts shared`` (the default) hands series texts over as the receiver's parser does: one string
+object per distinct text, reused across targets and cycles, and one float object per short value
+text (its value cache). ``--texts fresh`` makes new string and float objects for every sample of
+every cycle, as a parser without those caches would: more memory traffic, slower.
 
     .venv/bin/python bench/bench_aggregate.py [--targets 5000] [--cycles 5] [--group-by zone]
+        [--texts shared|fresh]
 
 Numbers are for comparing changes on one machine, not for asserting anything.
 """
@@ -63,9 +69,9 @@ def page_template() -> dict[str, list[tuple[str, float, bool]]]:
             f'awscni_ipamd_action_inprogress{{fn="{fn}"}}', 0.0, False)
     for reason in ("PodDeleted", "SetupNSFailed"):
         add("awscni_del_ip_req_count", f'awscni_del_ip_req_count{{reason="{reason}"}}', 50.0, True)
-    for number in range(8):
+    for number in range(8):     # "{node}" becomes the node's own number: CIDRs differ by node
         add("awscni_assigned_ip_per_cidr",
-            f'awscni_assigned_ip_per_cidr{{cidr="10.0.{number}.0/28"}}', 3.0, False)
+            f'awscni_assigned_ip_per_cidr{{cidr="10.{{node}}.{number * 16}/28"}}', 3.0, False)
     latency = "awscni_aws_api_latency_ms"
     for api in APIS:
         add("awscni_ec2api_req_count", f'awscni_ec2api_req_count{{fn="{api}"}}', 10.0, True)
@@ -92,9 +98,31 @@ def fleet(size: int) -> list[Target]:
     ]
 
 
+class Texts:
+    """Series texts and values as the receiver hands them over (see the module docstring)."""
+
+    def __init__(self, fresh: bool) -> None:
+        self.fresh = fresh
+        self._texts: dict[str, str] = {}
+        self._values: dict[float, float] = {}
+
+    def text(self, template: str, node: int) -> str:
+        if "{node}" in template:
+            template = template.replace("{node}", f"{node // 256}.{node % 256}")
+        text = template
+        if self.fresh:
+            return "".join((text[:1], text[1:]))    # a new object with the same text
+        return self._texts.setdefault(text, text)
+
+    def value(self, value: float) -> float:
+        if self.fresh or not (value.is_integer() and 0 <= value < 1000):
+            return float(str(value))                # a new object
+        return self._values.setdefault(value, value)   # texts up to 3 characters are cached
+
+
 def cycle_batch(index: int, targets: list[Target],
-                template: dict[str, list[tuple[str, float, bool]]]) -> Batch:
-    """One cycle's batch; series texts are new string objects per target, as parsing makes."""
+                template: dict[str, list[tuple[str, float, bool]]], texts: Texts) -> Batch:
+    """One cycle's batch."""
     scrapes = []
     now = T0 + INTERVAL * index
     for n, target in enumerate(targets):
@@ -105,7 +133,8 @@ def cycle_batch(index: int, targets: list[Target],
         families: dict[str, list[Sample]] = {}
         for family, lines in template.items():
             families[family] = [
-                ("".join((text[:1], text[1:])), value + (index * (n % 5) if counter else n % 7))
+                (texts.text(text, n),
+                 texts.value(value + (index * (n % 5) if counter else n % 7)))
                 for text, value, counter in lines
             ]
         scrapes.append(TargetScrape(
@@ -122,6 +151,9 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=5, help="timed cycles after a warm-up")
     parser.add_argument("--group-by", action="append", default=[],
                         help="zone, nodegroup, instance_type or node (repeatable)")
+    parser.add_argument("--texts", choices=("shared", "fresh"), default="shared",
+                        help="series text and value objects as the receiver's caches hand them "
+                             "over (shared), or new objects for every sample (fresh)")
     args = parser.parse_args()
 
     config = CniAggregateConfig(group_by=args.group_by)
@@ -133,7 +165,8 @@ def main() -> None:
     targets = fleet(args.targets)
     per_target = sum(len(lines) for lines in template.values())
     total_cycles = args.cycles + 3
-    batches = [cycle_batch(index, targets, template) for index in range(total_cycles)]
+    texts = Texts(fresh=args.texts == "fresh")
+    batches = [cycle_batch(index, targets, template, texts) for index in range(total_cycles)]
 
     # Warm-up: the first cycle is the baseline (and fills the series caches).
     aggregator.aggregate(batches[0])
@@ -169,10 +202,11 @@ def main() -> None:
                 if "cni_aggregate" in stat.traceback[0].filename)
 
     print(f"cni_aggregate: {args.targets} targets x {per_target} wanted samples, "
-          f"group_by={args.group_by or '[]'}, {metrics_out} metrics/cycle")
-    print(f"  seconds/cycle: mean {statistics.mean(times):.3f}  min {min(times):.3f}  "
+          f"group_by={args.group_by or '[]'}, texts {args.texts}, {metrics_out} metrics/cycle")
+    median = statistics.median(times)
+    print(f"  seconds/cycle: median {median:.3f}  min {min(times):.3f}  "
           f"max {max(times):.3f}  ({args.cycles} cycles, "
-          f"{statistics.mean(times) / (args.targets * per_target) * 1e9:.0f} ns/sample)")
+          f"{median / (args.targets * per_target) * 1e9:.0f} ns/sample at the median)")
     print(f"  allocations/cycle (tracemalloc): peak {(peak - before) / 2**20:.1f} MiB above "
           f"the state, {(after - before) / 2**20:+.2f} MiB retained, {new_blocks} blocks "
           f"still live after the cycle; state held: {state / 2**20:.1f} MiB")

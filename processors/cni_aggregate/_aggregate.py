@@ -1,28 +1,39 @@
 """One cycle's aggregation: every discovered target's scrape in, the cluster-level metrics out.
 
-Pure (no I/O, no clock, no telemetry): :class:`Aggregator` keeps the state that spans cycles (the
-counter tracker, each target's last successful contributions) and returns the cycle's metrics with
+Pure (no I/O, no clock, no telemetry): :class:`Aggregator` keeps the state that spans cycles (each
+target's counter state and the values of its last success) and returns the cycle's metrics with
 a :class:`CycleStats` the processor turns into self-metrics.
 
 How a cycle runs:
 
-1. Each target is read once into *contributions*, one per rule: ``(sum, n, min, max)`` of the
-   rule's selected finite values (gauges, quantiles) or increases (counters), ``None`` if it had
-   none; for a histogram ``(count, n, sum, increments by bucket bound)``.
+1. Each target's page is read once: its wanted lines flattened into a tuple of series texts and
+   one of values, the texts matched to the target's :class:`~._layout.TargetLayout` (usually
+   last cycle's: one tuple comparison), and its counters' increases taken (``_tracker``).
 2. A failed target that is still discovered, and whose last success is younger than
    ``staleness`` (measured between cycle ticks, so the boundary does not depend on scrape jitter),
    contributes its last gauges and quantiles again, and a zero increase for its counters.
    A target missing from the batch has left discovery: its state is dropped at once.
-3. The contributions of a block of targets (the cluster, or one group-by value) combine per rule.
-   Sums use ``math.fsum``, which is exactly rounded and so independent of target order: the
-   output does not depend on the order targets were scraped or listed in.
+3. The targets of a block (the cluster, or one group-by value) combine per rule. Each target
+   contributes, per rule, the plain left-to-right float sum of its selected finite values (or
+   increases), their count, min and max, as a per-target loop would. Sums over targets use
+   ``math.fsum``, which is exactly rounded and so independent of target order: the output does
+   not depend on the order targets were scraped or listed in.
+
+Why it is built this way: this runs for every wanted sample of every target each cycle, and a
+Python loop per sample per rule cost ~480-750 ns per sample (bench/bench_aggregate.py). Here the
+per-target work is a few C-level passes (flatten, texts, values, increases), and step 3 works per
+rule over all the targets of one :class:`~._layout.Shape` at once, with ``map`` (C-level) over
+targets: one ``itemgetter`` per target for a one-line rule, two calls for a many-line one. Only a
+rule whose values hold a NaN or an infinity somewhere in the block goes target by target.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 from pipeline import (
@@ -38,24 +49,24 @@ from pipeline import (
 )
 
 from ._derived import Attributes, capacity_metrics, capacity_names, coverage_metrics
+from ._layout import VALUES, GroupOf, Layouts, Plan, Shape, TargetLayout
 from ._rules import UNKNOWN_GROUP, Operation, Rule, RuleType
-from ._tracker import CounterTracker, Mode, Observation
+from ._tracker import NAN, CounterState, Tally, advance
 
 _INF = math.inf
-#: A reader's series cache is cleared past this many entries, so a family with unbounded label
+#: A histogram's series cache is cleared past this many entries, so a family with unbounded label
 #: values cannot grow memory without limit (clearing costs only re-parsing).
 _CACHE_LIMIT = 100_000
 
 _REPORTING, _STALE, _FAILED = 0, 1, 2
 _BUCKET, _SUM, _COUNT, _OTHER = 0, 1, 2, 3
-_VALUES, _INCREASES, _HISTOGRAM = 0, 1, 2
-_READS = {
-    RuleType.GAUGE: _VALUES, RuleType.SUMMARY: _VALUES, RuleType.COUNTER: _INCREASES,
-    RuleType.HISTOGRAM: _HISTOGRAM,
-}
 
-#: (sum, n, min, max) of finite values or increases; histograms: (count, n, sum, increments).
+#: A histogram's (count, n, sum, increments by bucket bound) on one target.
 Contribution = tuple[float, int, float, Any]
+#: Histogram rule index -> its contribution (None: the target had no selected line).
+Histograms = dict[int, "Contribution | None"]
+
+_SERIES, _VALUE = itemgetter(0), itemgetter(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +86,23 @@ class CycleStats:
     counted_from_start: int = 0
 
 
-class _Tally:
-    __slots__ = ("nan", "resets", "restarts", "from_start")
+class _TargetState:
+    """What is kept of a target between cycles, from its last successful scrape."""
 
-    def __init__(self) -> None:
-        self.nan = 0
-        self.resets = 0
-        self.restarts = 0
-        self.from_start = 0
+    __slots__ = ("time", "layout", "values", "deltas", "histograms", "counters")
+
+    def __init__(self, layout: TargetLayout) -> None:
+        #: Cycle time of its last success.
+        self.time = 0.0
+        #: Its page's layout then: usually still right, and then found by comparing the series
+        #: texts with it rather than hashing them all to look the layout up.
+        self.layout = layout
+        #: Its values that some rule reads (``Shape.kept``) and its increases then (carried
+        #: while it is stale).
+        self.values: tuple[float, ...] = ()
+        self.deltas: tuple[float, ...] = ()
+        self.histograms: Histograms | None = None
+        self.counters: CounterState | None = None
 
 
 class _HistogramLines:
@@ -126,84 +146,19 @@ class _HistogramLines:
         return group, role == _BUCKET or role == _COUNT
 
 
-class _Reader:
-    """A rule at run time: which lines it selects (cached by series text) and how it reads them."""
+class _Histogram:
+    """A histogram rule at run time: which lines it selects (cached by series text)."""
 
-    __slots__ = ("rule", "type", "lookup", "names", "selected", "histogram")
+    __slots__ = ("rule", "lines", "selected")
 
-    def __init__(self, rule: Rule, histogram: _HistogramLines | None) -> None:
+    def __init__(self, rule: Rule, lines: _HistogramLines) -> None:
         self.rule = rule
-        self.type = rule.type
-        self.lookup = rule.lookup_families
-        self.names = rule.line_names
-        #: Series text -> selected? A plain dict read inline rather than functools.lru_cache:
-        #: a dict.get per sample cost well under half a cached call here (measured), and this
-        #: runs for every wanted sample of every target each cycle.
+        self.lines = lines
         self.selected: dict[str, bool] = {}
-        self.histogram = histogram
 
-    def _learn(self, series: str) -> bool:
-        rule = self.rule
-        try:
-            name, labels = parse_series(series)
-        except (ValueError, IndexError):
-            name, labels = "", {}
-        ok = name in self.names and rule.matches_labels(labels)
-        if ok and rule.quantile is not None:
-            try:
-                ok = float(labels.get("quantile", "nan")) == rule.quantile
-            except ValueError:
-                ok = False
-        if len(self.selected) > _CACHE_LIMIT:
-            self.selected.clear()
-        self.selected[series] = ok
-        return ok
-
-    def combine(self, samples: Sequence[Sample], tally: _Tally) -> Contribution | None:
-        """(sum, n, min, max) of the selected finite values."""
-        # The hot loop (every wanted sample of every target, every cycle): locals only, and
-        # ``-inf < v < inf`` as the finiteness test, cheaper than a math.isfinite call.
-        selected = self.selected
-        total = 0.0
-        n = 0
-        low = _INF
-        high = -_INF
-        for series, value in samples:
-            ok = selected.get(series)
-            if ok is None:
-                ok = self._learn(series)
-            if not ok:
-                continue
-            if -_INF < value < _INF:
-                total += value
-                n += 1
-                if value < low:
-                    low = value
-                if value > high:
-                    high = value
-            else:
-                tally.nan += 1
-        return (total, n, low, high) if n else None
-
-    def combine_increases(self, deltas: Sequence[Sample]) -> Contribution | None:
-        """(sum, n, min, max) of the selected increases (all finite: the tracker skipped the
-        rest), with the finiteness test of :meth:`combine` left out of the loop."""
-        selected = self.selected
-        total = 0.0
-        n = 0
-        for series, delta in deltas:
-            ok = selected.get(series)
-            if ok is None:
-                ok = self._learn(series)
-            if ok:
-                total += delta
-                n += 1
-        return (total, n, 0.0, 0.0) if n else None
-
-    def combine_histogram(self, deltas: Sequence[Sample]) -> Contribution | None:
+    def combine(self, deltas: Sequence[Sample]) -> Contribution | None:
         """(count, n, sum, increments by bound) from one target's increases of this family."""
-        lines = self.histogram
-        assert lines is not None
+        lines = self.lines
         rule = self.rule
         n = 0
         total = 0.0
@@ -213,6 +168,8 @@ class _Reader:
             ok = self.selected.get(series)
             role, group, bound, labels = lines.info(series)
             if ok is None:
+                if len(self.selected) > _CACHE_LIMIT:
+                    self.selected.clear()
                 ok = role != _OTHER and rule.matches_labels(labels)
                 self.selected[series] = ok
             if not ok:
@@ -235,25 +192,17 @@ class _Reader:
                 below = value
         return (count, n, total, increments)
 
-    def metric(self, contributions: list[Contribution], attributes: Attributes) -> Metric:
-        rule = self.rule
-        operation = rule.operation
-        distribution = None
-        if operation is Operation.COUNT:
-            value = float(len(contributions))
-        elif self.type is RuleType.HISTOGRAM:
-            distribution = _merge_histograms(contributions)
-            value = distribution.count
-        elif operation is Operation.SUM:
-            value = math.fsum([c[0] for c in contributions])
-        elif operation is Operation.MAX:
-            value = max([c[3] for c in contributions])
-        elif operation is Operation.MIN:
-            value = min([c[2] for c in contributions])
-        else:
-            value = math.fsum([c[0] for c in contributions]) / sum([c[1] for c in contributions])
-        return Metric(rule.name, rule.metric_kind, value, rule.unit, attributes, False,
-                      rule.description, distribution)
+
+def _histogram_metric(rule: Rule, contributions: list[Contribution], attributes: Attributes
+                      ) -> Metric:
+    distribution = None
+    if rule.operation is Operation.COUNT:
+        value = float(len(contributions))
+    else:
+        distribution = _merge_histograms(contributions)
+        value = distribution.count
+    return Metric(rule.name, rule.metric_kind, value, rule.unit, attributes, False,
+                  rule.description, distribution)
 
 
 def _merge_histograms(contributions: list[Contribution]) -> Distribution:
@@ -277,11 +226,155 @@ def _merge_histograms(contributions: list[Contribution]) -> Distribution:
     )
 
 
-@dataclass(slots=True)
-class _Row:
-    status: int
-    groups: tuple[str, ...]
-    contributions: list[Contribution | None] | None
+class _Combined:
+    """One block's combination of one rule over targets, fed shape by shape."""
+
+    __slots__ = ("sums", "n", "targets", "highs", "lows")
+
+    def __init__(self) -> None:
+        #: Per-target sums (a one-line rule's values as they are: 0.0 + v is v, but for the sign
+        #: of a zero, which the final + 0.0 settles as a per-target sum would have).
+        self.sums: list[float] = []
+        self.n = 0
+        #: Targets that had at least one finite selected value.
+        self.targets = 0
+        self.highs: list[float] = []
+        self.lows: list[float] = []
+
+    def metric(self, rule: Rule, kind: MetricKind, attributes: Attributes) -> Metric:
+        operation = rule.operation
+        if operation is Operation.COUNT:
+            value = float(self.targets)
+        elif operation is Operation.SUM:
+            value = math.fsum(self.sums) + 0.0
+        elif operation is Operation.MAX:
+            value = max(self.highs)
+        elif operation is Operation.MIN:
+            value = min(self.lows)
+        else:
+            value = (math.fsum(self.sums) + 0.0) / self.n
+        return Metric(rule.name, kind, value, rule.unit, attributes, False, rule.description)
+
+
+class _RuleFacts:
+    """What a block asks of each rule, worked out once (``Rule.metric_kind`` is a property that
+    cost microseconds a call: with ``group_by: [node]`` it ran for every metric of every node)."""
+
+    __slots__ = ("rules", "kinds", "wants_sums", "wants_high", "wants_low")
+
+    def __init__(self, rules: tuple[Rule, ...]) -> None:
+        self.rules = rules
+        self.kinds = [rule.metric_kind for rule in rules]
+        #: Does a block need the targets' sums (sum, avg), the max, the min?
+        self.wants_sums = [rule.operation in (Operation.SUM, Operation.AVG) for rule in rules]
+        self.wants_high = [rule.operation is Operation.MAX for rule in rules]
+        self.wants_low = [rule.operation is Operation.MIN for rule in rules]
+
+
+class _Block:
+    """One block's combination (the cluster, or one group-by value)."""
+
+    __slots__ = ("_facts", "combined", "histograms", "counts")
+
+    def __init__(self, facts: _RuleFacts) -> None:
+        self._facts = facts
+        self.combined: dict[int, _Combined] = {}
+        #: Histogram rule index -> the targets' contributions.
+        self.histograms: dict[int, list[Contribution]] = {}
+        #: Targets reporting, stale, failed.
+        self.counts = [0, 0, 0]
+
+    def add(self, rows: _Rows, tally: Tally | None) -> None:
+        """Combine these targets in; ``tally`` counts the NaNs met (None: not this block)."""
+        for status, count in enumerate(rows.counts()):
+            self.counts[status] += count
+        combined = self.combined
+        for shape, (statuses, values, deltas) in rows.by_shape().items():
+            for index, reads, pick, width in shape.specs:
+                into = combined.get(index)
+                if into is None:
+                    into = combined[index] = _Combined()
+                if reads == VALUES:
+                    self._values(index, pick, width, statuses, values, into, tally)
+                else:
+                    _combine_increases(pick, width, deltas, into)
+        for histograms in rows.histograms:
+            if histograms is not None:
+                for index, contribution in histograms.items():
+                    if contribution is not None:
+                        self.histograms.setdefault(index, []).append(contribution)
+
+    def _values(
+        self, index: int, pick: Callable[[tuple[float, ...]], Any], width: int,
+        statuses: list[int], values: list[tuple[float, ...]], into: _Combined,
+        tally: Tally | None,
+    ) -> None:
+        """A gauge or summary rule over the targets of one shape.
+
+        A one-line rule's picks are floats; a many-line rule's picks are tuples, made and summed
+        one at a time (a list of thousands of tuples outgrows the tuple free list and sets off the
+        garbage collector).
+        """
+        flat: list[float] = []
+        if width == 1:
+            sums = flat = list(map(pick, values))
+            total = sum(sums, 0.0)
+        elif self._facts.wants_sums[index]:
+            sums = list(map(sum, map(pick, values), repeat(0.0)))
+            total = sum(sums, 0.0)
+        else:
+            # Max, min or count: no per-target sums needed; the max of all the values is the
+            # max of the targets' maxima (the very same value, the first of equals).
+            sums = []
+            flat = list(chain.from_iterable(map(pick, values)))
+            total = sum(flat, 0.0)
+        if not -_INF < total < _INF:    # a NaN or an infinity somewhere: target by target
+            _combine_each(pick, width, statuses, values, into, tally)
+            return
+        into.sums += sums
+        into.n += len(values) * width
+        into.targets += len(values)
+        if self._facts.wants_high[index]:
+            into.highs.append(max(flat))
+        if self._facts.wants_low[index]:
+            into.lows.append(min(flat))
+
+    def metrics(self, attributes: Attributes) -> list[Metric]:
+        metrics: list[Metric] = []
+        by_name: dict[str, Metric] = {}
+        kinds = self._facts.kinds
+        for index, rule in enumerate(self._facts.rules):
+            into = self.combined.get(index)
+            if into is not None and into.targets:
+                metric = into.metric(rule, kinds[index], attributes)
+            elif index in self.histograms:
+                metric = _histogram_metric(rule, self.histograms[index], attributes)
+            else:
+                continue
+            metrics.append(metric)
+            by_name[metric.name] = metric
+        metrics.extend(capacity_metrics(by_name, attributes))
+        reporting, stale, failed = self.counts
+        metrics.extend(coverage_metrics(reporting, stale, failed, attributes))
+        return metrics
+
+
+def _combine_each(
+    pick: Callable[[tuple[float, ...]], Any], width: int, statuses: list[int],
+    values: list[tuple[float, ...]], into: _Combined, tally: Tally | None,
+) -> None:
+    """A gauge or summary rule, target by target, skipping (and counting) non-finite values."""
+    for status, chosen in zip(statuses, map(pick, values), strict=True):
+        selected = (chosen,) if width == 1 else chosen
+        kept = [value for value in selected if -_INF < value < _INF]
+        if tally is not None and status == _REPORTING:
+            tally.nan += len(selected) - len(kept)
+        if kept:
+            into.sums.append(sum(kept, 0.0))
+            into.n += len(kept)
+            into.targets += 1
+            into.highs.append(max(kept))
+            into.lows.append(min(kept))
 
 
 class Aggregator:
@@ -292,72 +385,72 @@ class Aggregator:
         self.group_by = tuple(group_by)
         self.staleness = float(staleness)
         #: Histogram families, and the names their lines may be filed under, to their lines.
-        self._histograms: dict[str, _HistogramLines] = {}
-        for rule in self.rules:
+        histograms: dict[str, _HistogramLines] = {}
+        readers: dict[int, object] = {}
+        for index, rule in enumerate(self.rules):
             if rule.type is RuleType.HISTOGRAM:
-                lines = self._histograms.get(rule.family) or _HistogramLines(rule.family)
+                lines = histograms.get(rule.family) or _HistogramLines(rule.family)
                 for family in rule.lookup_families:
-                    self._histograms.setdefault(family, lines)
-        self._readers = [
-            _Reader(rule, self._histograms[rule.family]
-                    if rule.type is RuleType.HISTOGRAM else None)
-            for rule in self.rules
-        ]
-        #: Per reader: (index, family, fallback family, what it reads, reader), flattened once so
-        #: the per-target loop does no attribute lookups (5,000 targets x 20 rules per cycle).
-        self._plan = [
-            (index, reader.lookup[0], reader.lookup[1] if len(reader.lookup) > 1 else "",
-             _READS[reader.type], reader)
-            for index, reader in enumerate(self._readers)
-        ]
-        #: Readers whose contribution is an increase: a stale target contributes 0 for them.
-        self._increase_readers = [
-            (index, rule.type is RuleType.HISTOGRAM) for index, rule in enumerate(self.rules)
-            if rule.type in (RuleType.COUNTER, RuleType.HISTOGRAM)
-        ]
-        self._tracker = CounterTracker()
-        #: Target key -> (cycle time of its last success, its contributions then).
-        self._last: dict[str, tuple[float, list[Contribution | None]]] = {}
+                    histograms.setdefault(family, lines)
+                readers[index] = _Histogram(rule, lines)
+        group_of: dict[str, GroupOf] = {
+            family: lines.group_of for family, lines in histograms.items()}
+        plan = Plan(self.rules, readers, group_of)
+        self._layouts = Layouts(plan)
+        #: The wanted families, in the order of a page's flat vector, and as many empty defaults.
+        self._families = plan.families
+        self._empty = ((),) * len(plan.families)
+        #: Does any rule read increases (so the counter tracker runs)?
+        self._tracks = any(rule.type in (RuleType.COUNTER, RuleType.HISTOGRAM)
+                           for rule in self.rules)
+        self._facts = _RuleFacts(self.rules)
+        #: Target key -> what is kept of it (targets with at least one successful scrape).
+        self._states: dict[str, _TargetState] = {}
 
     # -- the cycle ------------------------------------------------------------------------------
 
     def aggregate(self, batch: Batch) -> tuple[list[Metric], CycleStats]:
         cycle = batch.cycle
+        now = cycle.time
         window_start = cycle.previous if cycle.index > 0 else cycle.started
-        tally = _Tally()
-        rows: list[_Row] = []
+        tally = Tally()
+        rows = _Rows()
         seen: set[str] = set()
+        states = self._states
+        grouped = bool(self.group_by)
         for scrape in batch.targets:
             key = scrape.target.key
             if key in seen:
                 continue  # the same target listed twice: the first counts
             seen.add(key)
-            rows.append(self._row(scrape, key, cycle.time, window_start, tally))
-        for key in self._last.keys() - seen:
-            del self._last[key]
-            self._tracker.forget(key)
-        metrics = self._blocks(rows)
-        counts = [0, 0, 0]
-        for row in rows:
-            counts[row.status] += 1
+            groups = self._groups(scrape.target) if grouped else ()
+            state = states.get(key)
+            if scrape.health.up:
+                state = states[key] = self._read(scrape, state, now, window_start, tally)
+                rows.add(_REPORTING, groups, state.layout.shape, state.values, state.deltas,
+                         state.histograms)
+            elif state is not None and now - state.time < self.staleness:
+                rows.add(_STALE, groups, state.layout.shape, state.values, _no_increase(state),
+                         _no_histogram_increase(state))
+            else:
+                rows.add_failed(groups)
+        for key in states.keys() - seen:
+            del states[key]
+        cluster = self._block()
+        cluster.add(rows, tally)    # only the cluster-wide block counts NaNs: each target once
+        metrics = cluster.metrics(())
+        for position, attribute in enumerate(self.group_by):
+            parts = rows.split(position)
+            for value in sorted(parts):
+                block = self._block()
+                block.add(parts[value], None)
+                metrics.extend(block.metrics(((attribute, value),)))
+        counts = cluster.counts
         stats = CycleStats(
             counts[_REPORTING], counts[_STALE], counts[_FAILED], tally.nan, tally.resets,
             tally.restarts, tally.from_start,
         )
         return metrics, stats
-
-    def _row(
-        self, scrape: TargetScrape, key: str, now: float, window_start: float, tally: _Tally
-    ) -> _Row:
-        groups = self._groups(scrape.target) if self.group_by else ()
-        if scrape.health.up:
-            contributions = self._read(scrape, key, window_start, tally)
-            self._last[key] = (now, contributions)
-            return _Row(_REPORTING, groups, contributions)
-        last = self._last.get(key)
-        if last is not None and now - last[0] < self.staleness:
-            return _Row(_STALE, groups, self._carried(last[1]))
-        return _Row(_FAILED, groups, None)
 
     def _groups(self, target: Target) -> tuple[str, ...]:
         return tuple(
@@ -366,108 +459,176 @@ class Aggregator:
             for key in self.group_by
         )
 
-    def _read(
-        self, scrape: TargetScrape, key: str, window_start: float, tally: _Tally
-    ) -> list[Contribution | None]:
-        """One successful scrape's contributions, rule by rule; advances the counter state."""
-        families = scrape.families
-        observation: Observation | None = None
-        if self._increase_readers:
-            observation = self._tracker.observe(key, scrape.process_start_time, window_start)
-        out: list[Contribution | None] = [None] * len(self._readers)
-        increases: dict[str, list[Sample]] = {}
-        get = families.get
-        for index, family, fallback, reads, reader in self._plan:
-            if reads == _HISTOGRAM:
-                assert observation is not None
-                out[index] = reader.combine_histogram([
-                    delta for name in reader.lookup if name in families
-                    for delta in self._increases(name, families[name], observation, increases)
-                ])
-                continue
-            samples = get(family)
-            if not samples and fallback:
-                family = fallback
-                samples = get(family)
-            if not samples:
-                continue
-            if reads == _VALUES:
-                out[index] = reader.combine(samples, tally)
-            else:
-                assert observation is not None
-                out[index] = reader.combine_increases(
-                    self._increases(family, samples, observation, increases))
-        if observation is not None:
-            tally.nan += observation.skipped
-            tally.resets += observation.resets
-            tally.restarts += observation.restarted
-            tally.from_start += observation.mode is Mode.FROM_ZERO and not observation.restarted
-        return out
+    def _read(self, scrape: TargetScrape, state: _TargetState | None, now: float,
+              window_start: float, tally: Tally) -> _TargetState:
+        """One successful scrape into the target's state (new if ``state`` is None).
 
-    def _increases(
-        self, family: str, samples: Sequence[Sample], observation: Observation,
-        done: dict[str, list[Sample]],
-    ) -> list[Sample]:
-        """A family's increases on this target, computed once however many rules read them."""
-        deltas = done.get(family)
-        if deltas is None:
-            lines = self._histograms.get(family)
-            deltas = (observation.grouped_deltas(samples, lines.group_of) if lines
-                      else observation.deltas(samples))
-            done[family] = deltas
-        return deltas
-
-    def _carried(self, contributions: list[Contribution | None]) -> list[Contribution | None]:
-        """A stale target's last contributions: gauges as they were, no increase for counters
-        (its next success is diffed against its last one, so nothing is lost)."""
-        carried = list(contributions)
-        for index, histogram in self._increase_readers:
-            old = carried[index]
-            if old is not None:
-                carried[index] = (0.0, old[1], 0.0, {} if histogram else 0.0)
-        return carried
+        The hot path (every target, every cycle): the page is flattened into a tuple of series
+        texts and one of values by C-level passes, and nothing here loops over samples in Python.
+        """
+        per_family = list(map(scrape.families.get, self._families, self._empty))
+        lens = tuple(map(len, per_family))
+        samples = list(chain.from_iterable(per_family))
+        keys = tuple(map(_SERIES, samples))
+        values = tuple(map(_VALUE, samples))
+        if state is None:
+            state = _TargetState(self._layouts.get(lens, keys))
+        layout = state.layout
+        if layout.lens != lens or layout.keys != keys:
+            layout = state.layout = self._layouts.get(lens, keys)
+        state.time = now
+        state.values = layout.shape.kept(values)
+        if self._tracks:
+            state.counters, deltas = advance(
+                state.counters, layout, layout.shape.tracked(values), scrape.process_start_time,
+                window_start, tally)
+            state.deltas = deltas
+            if layout.shape.histogram_rules:
+                state.histograms = _histograms(layout, deltas)
+            elif state.histograms is not None:
+                state.histograms = None
+        return state
 
     # -- combining ------------------------------------------------------------------------------
 
-    def _blocks(self, rows: list[_Row]) -> list[Metric]:
-        """The cluster-wide block, then one block per group-by attribute value (sorted)."""
-        metrics = self._block(rows, ())
-        for position, attribute in enumerate(self.group_by):
-            parts: dict[str, list[_Row]] = {}
-            for row in rows:
-                parts.setdefault(row.groups[position], []).append(row)
-            for value in sorted(parts):
-                metrics.extend(self._block(parts[value], ((attribute, value),)))
-        return metrics
-
-    def _block(self, rows: list[_Row], attributes: Attributes) -> list[Metric]:
-        metrics: list[Metric] = []
-        by_name: dict[str, Metric] = {}
-        present = [row.contributions for row in rows if row.contributions is not None]
-        for index, reader in enumerate(self._readers):
-            contributions: list[Contribution] = []
-            for row_contributions in present:
-                contribution = row_contributions[index]
-                if contribution is not None:
-                    contributions.append(contribution)
-            if contributions:
-                metric = reader.metric(contributions, attributes)
-                metrics.append(metric)
-                by_name[metric.name] = metric
-        metrics.extend(capacity_metrics(by_name, attributes))
-        counts = [0, 0, 0]
-        for row in rows:
-            counts[row.status] += 1
-        metrics.extend(coverage_metrics(counts[0], counts[1], counts[2], attributes))
-        return metrics
+    def _block(self) -> _Block:
+        return _Block(self._facts)
 
     # -- introspection ----------------------------------------------------------------------------
 
     def series_tracked(self) -> int:
-        return self._tracker.series_count()
+        return sum(state.counters.tracked for state in self._states.values()
+                   if state.counters is not None)
 
     def targets_tracked(self) -> int:
-        return len(self._last)
+        return len(self._states)
+
+
+def _histograms(layout: TargetLayout, deltas: tuple[float, ...]) -> Histograms:
+    """Each histogram rule's contribution: the increases of every family its lines may be filed
+    under, read as one."""
+    keys = layout.tracked_keys
+    return {
+        index: reader.combine([
+            (keys[position], deltas[position])
+            for begin, end in spans for position in range(begin, end)
+            if deltas[position] == deltas[position]
+        ])
+        for index, reader, spans in layout.shape.histogram_rules
+    }
+
+
+def _no_increase(state: _TargetState) -> tuple[float, ...]:
+    """A stale target's increases: 0 for every line that had one at its last success (its next
+    success is diffed against that one, so nothing is lost)."""
+    deltas = state.deltas
+    total = sum(deltas, 0.0)
+    if total == total:                          # no NaN: every line had an increase
+        return state.layout.shape.zeros
+    return tuple([0.0 if delta == delta else NAN for delta in deltas])
+
+
+def _no_histogram_increase(state: _TargetState) -> Histograms | None:
+    if state.histograms is None:
+        return None
+    return {index: None if old is None else (0.0, old[1], 0.0, {})
+            for index, old in state.histograms.items()}
+
+
+def _combine_increases(pick: Callable[[tuple[float, ...]], Any], width: int,
+                       deltas: list[tuple[float, ...]], into: _Combined) -> None:
+    """A counter rule over the targets of one shape. NaN marks a line without an increase (see
+    ``_tracker``); a real increase is never NaN."""
+    if width == 1:
+        sums = list(map(pick, deltas))
+    else:
+        sums = list(map(sum, map(pick, deltas), repeat(0.0)))
+    total = sum(sums, 0.0)
+    if total == total:
+        into.sums += sums
+        into.n += len(deltas) * width
+        into.targets += len(deltas)
+        return
+    for chosen in map(pick, deltas):
+        kept = [delta for delta in ((chosen,) if width == 1 else chosen) if delta == delta]
+        if kept:
+            into.sums.append(sum(kept, 0.0))
+            into.n += len(kept)
+            into.targets += 1
+
+
+class _Rows:
+    """A block's targets, as parallel lists that ``map`` runs over (and no object per target:
+    thousands of them outgrow the tuple free list and set off the garbage collector).
+
+    Every target has a status and its group-by values; those with values to combine (reporting,
+    or stale and carried) also have their shape, values, increases and histogram contributions.
+    """
+
+    __slots__ = ("statuses", "groups", "data_statuses", "data_groups", "shapes", "values",
+                 "deltas", "histograms")
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.groups: list[tuple[str, ...]] = []
+        self.data_statuses: list[int] = []
+        self.data_groups: list[tuple[str, ...]] = []
+        self.shapes: list[Shape] = []
+        self.values: list[tuple[float, ...]] = []
+        self.deltas: list[tuple[float, ...]] = []
+        self.histograms: list[Histograms | None] = []
+
+    def add(self, status: int, groups: tuple[str, ...], shape: Shape,
+            values: tuple[float, ...], deltas: tuple[float, ...],
+            histograms: Histograms | None) -> None:
+        self.statuses.append(status)
+        self.groups.append(groups)
+        self.data_statuses.append(status)
+        self.data_groups.append(groups)
+        self.shapes.append(shape)
+        self.values.append(values)
+        self.deltas.append(deltas)
+        self.histograms.append(histograms)
+
+    def add_failed(self, groups: tuple[str, ...]) -> None:
+        self.statuses.append(_FAILED)
+        self.groups.append(groups)
+
+    def counts(self) -> list[int]:
+        statuses = self.statuses
+        return [statuses.count(_REPORTING), statuses.count(_STALE), statuses.count(_FAILED)]
+
+    def by_shape(self) -> dict[Shape, tuple[list[int], list[tuple[float, ...]],
+                                            list[tuple[float, ...]]]]:
+        """(statuses, values, increases) of the targets of each shape."""
+        shapes = self.shapes
+        if shapes and shapes.count(shapes[0]) == len(shapes):   # one shape (the usual case)
+            return {shapes[0]: (self.data_statuses, self.values, self.deltas)}
+        out: dict[Shape, tuple[list[int], list[tuple[float, ...]], list[tuple[float, ...]]]]
+        out = {}
+        for shape, status, values, deltas in zip(shapes, self.data_statuses, self.values,
+                                                 self.deltas, strict=True):
+            found = out.get(shape)
+            if found is None:
+                found = out[shape] = ([], [], [])
+            found[0].append(status)
+            found[1].append(values)
+            found[2].append(deltas)
+        return out
+
+    def split(self, position: int) -> dict[str, _Rows]:
+        """The rows by their ``position``-th group-by value."""
+        parts: dict[str, _Rows] = {}
+        for status, groups in zip(self.statuses, self.groups, strict=True):
+            part = parts.get(groups[position])
+            if part is None:
+                part = parts[groups[position]] = _Rows()
+            if status == _FAILED:
+                part.add_failed(groups)
+        for row in zip(self.data_statuses, self.data_groups, self.shapes, self.values,
+                       self.deltas, self.histograms, strict=True):
+            parts[row[1][position]].add(*row)
+        return parts
 
 
 def plan(rules: Sequence[Rule], group_by: Sequence[str], shape: ClusterShape) -> list[Metric]:

@@ -1,8 +1,7 @@
 """Per (target, series) counter state: cumulative values in, the cycle's increases out.
 
 Modelled on contrib's cumulativetodelta tracker (``internal/tracking/tracker.go``), with the scrape
-target as the resource: state is keyed by target key, then by raw series text. Pure: no I/O, no
-clock, no telemetry, so table tests can drive it directly.
+target as the resource. Pure: no I/O, no clock, no telemetry, so table tests can drive it directly.
 
 DESIGN.md's rules, as implemented here:
 
@@ -18,18 +17,33 @@ DESIGN.md's rules, as implemented here:
   libraries create a labelled series on its first increment): its whole value is the increase.
 - NaN and +-Inf samples are skipped; the series keeps its last finite value as the base for the
   next scrape, so one NaN does not turn the next value into a "new series".
-- Within one page the first line of a series counts; repeats are ignored.
+- Within one page the first line of a series counts; repeats are ignored. Series not in a scrape
+  are forgotten (a series gone from a page has gone from the process).
+
+How state is kept, for speed: a target's state is its :class:`TargetLayout` at its last success
+(which lists the tracked lines, family by family) and the tracked lines' values then, as a tuple by
+position, NaN where a line left no base. Increases come out the same way, NaN where a line has
+none (a real increase is never NaN: it is a difference of finite values, or a finite value).
+
+In the steady state (same page shape as last time, every value finite, none dropped) the increases
+are ``map(operator.sub, values, last)`` over the whole vector and the new state is the values
+tuple itself: no Python loop over samples, no per-sample allocation. Anything else (a drop, a NaN,
+a new or vanished line, repeated texts, histograms) takes the exact path, a per-series loop over
+dicts keyed by series text, so the two cannot disagree on what the rules above say.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Hashable, Sequence
 from enum import IntEnum
+from operator import sub
 
-from pipeline import Sample
+from ._layout import GroupOf, TargetLayout
 
 _INF = math.inf
+#: Marks "no value": a line with no base (state) or no increase (output).
+NAN = math.nan
 
 
 class Mode(IntEnum):
@@ -43,155 +57,198 @@ class Mode(IntEnum):
     DIFF = 2
 
 
-#: For a histogram's lines: (group, watched). Lines of one group (one label set without ``le``)
-#: reset together; a drop in a ``watched`` line (buckets, ``_count``) marks the group reset. A
-#: ``_sum`` is not watched: negative observations may lower it legitimately.
-GroupOf = Callable[[str], tuple[Hashable, bool]]
+class CounterState:
+    """A target's counter state between its successful scrapes."""
+
+    __slots__ = ("start", "layout", "values", "tracked")
+
+    def __init__(self, start: float | None) -> None:
+        self.start = start
+        #: The layout at the last success, and its tracked lines' values then (NaN: no base).
+        self.layout: TargetLayout | None = None
+        self.values: tuple[float, ...] = ()
+        #: Series whose last value is kept (for self-metrics).
+        self.tracked = 0
+
+
+class Tally:
+    """What a cycle's scrapes showed, summed over targets (for self-metrics)."""
+
+    __slots__ = ("nan", "resets", "restarts", "from_start")
+
+    def __init__(self) -> None:
+        #: Non-finite samples skipped.
+        self.nan = 0
+        #: Series (or histogram groups) whose value dropped: resets detected without a restart.
+        self.resets = 0
+        #: Targets whose start time changed.
+        self.restarts = 0
+        #: First-seen targets that started inside the window, so counted from zero.
+        self.from_start = 0
+
+
+def advance(
+    state: CounterState | None, layout: TargetLayout, values: tuple[float, ...],
+    start_time: float | None, window_start: float, tally: Tally,
+) -> tuple[CounterState, tuple[float, ...]]:
+    """A target's successful scrape: the increases of its tracked lines (``layout.tracked_keys``,
+    whose values are ``values``), aligned with them; the scrape replaces the target's state
+    (``state`` None: its first success)."""
+    if start_time is not None and not -_INF < start_time < _INF:
+        start_time = None
+    if state is not None:
+        last_start = state.start
+        restarted = (start_time is not None and last_start is not None
+                     and start_time != last_start)
+        state.start = start_time
+        if not restarted and layout.fast and state.layout is layout:
+            # The steady state, in C: the same lines as last time, each with a base. A sum below
+            # +inf rules out NaN (a NaN value, or a NaN in the last values: a line with no base)
+            # and +inf; a least increase >= 0 rules out a drop and -inf. Anything else, or a sum
+            # that overflows, takes the exact path.
+            deltas = tuple(map(sub, values, state.values))
+            if sum(deltas, 0.0) < _INF and (not deltas or min(deltas) >= 0.0):
+                state.values = values
+                return state, deltas
+        mode = Mode.FROM_ZERO if restarted else Mode.DIFF
+        tally.restarts += restarted
+    else:
+        state = CounterState(start_time)
+        counts_from_zero = start_time is not None and start_time > window_start
+        mode = Mode.FROM_ZERO if counts_from_zero else Mode.BASELINE
+        tally.from_start += counts_from_zero
+    return state, Observation(state, mode, tally).increases(layout, values)
 
 
 class Observation:
-    """One target's successful scrape, being turned into increases family by family.
+    """One target's successful scrape (not the steady state), being turned into increases."""
 
-    Created by :meth:`CounterTracker.observe`; every counter family of the scrape must be passed
-    through :meth:`deltas` (or :meth:`grouped_deltas`) once, since series not passed are
-    forgotten (a series gone from a page has gone from the process).
-    """
+    __slots__ = ("mode", "_tally", "_state")
 
-    __slots__ = ("mode", "restarted", "_previous", "_current", "resets", "skipped")
-
-    def __init__(
-        self, mode: Mode, restarted: bool, previous: dict[str, float], current: dict[str, float]
-    ) -> None:
+    def __init__(self, state: CounterState, mode: Mode, tally: Tally) -> None:
         self.mode = mode
-        #: The target's start time changed since its last successful scrape.
-        self.restarted = restarted
-        self._previous = previous
-        self._current = current
-        #: Series (or histogram groups) whose value dropped: resets detected without a restart.
-        self.resets = 0
-        #: Non-finite samples skipped.
-        self.skipped = 0
+        self._tally = tally
+        self._state = state
 
-    def deltas(self, samples: Iterable[Sample]) -> list[Sample]:
-        """(series, increase) for every finite sample, in page order."""
-        if self.mode is Mode.DIFF:
-            return self._diff(samples)
-        # First sight or restart: no previous values to diff against.
-        counts = self.mode is Mode.FROM_ZERO
-        out: list[Sample] = []
-        current = self._current
-        for series, value in samples:
-            if series in current:
-                continue
-            if -_INF < value < _INF:
-                current[series] = value
-                out.append((series, value if counts else 0.0))
+    def increases(self, layout: TargetLayout, values: tuple[float, ...]) -> tuple[float, ...]:
+        """Increases of the tracked lines (``layout.tracked_keys``), aligned with them."""
+        # A first sight or a restart whose values are all finite (a finite sum proves it; an
+        # overflow falls to the exact path) needs no per-series look at all.
+        if layout.fast and self.mode is not Mode.DIFF and -_INF < sum(values, 0.0) < _INF:
+            state = self._state
+            state.layout = layout
+            state.values = values
+            state.tracked = len(values)
+            return values if self.mode is Mode.FROM_ZERO else layout.shape.zeros
+        return self._exact(layout, values)
+
+    # -- the exact per-series path ------------------------------------------------------------
+
+    def _exact(self, layout: TargetLayout, values: tuple[float, ...]) -> tuple[float, ...]:
+        state = self._state
+        previous: dict[str, float] = {}
+        if self.mode is Mode.DIFF and state.layout is not None:
+            for series, value in zip(state.layout.tracked_keys, state.values, strict=True):
+                if value == value and series not in previous:   # NaN: the line left no base
+                    previous[series] = value
+        keys = layout.tracked_keys
+        current: dict[str, float] = {}
+        deltas: list[float] = []
+        kept: list[float] = []
+        for begin, end, group_of in layout.shape.tracked_families:
+            family_keys, family_values = keys[begin:end], values[begin:end]
+            if self.mode is not Mode.DIFF:
+                self._first(family_keys, family_values, current, deltas, kept)
+            elif group_of is None:
+                self._diff(family_keys, family_values, previous, current, deltas, kept)
             else:
-                self.skipped += 1
-        return out
+                self._grouped_diff(family_keys, family_values, previous, current, deltas, kept,
+                                   group_of)
+        state.layout = layout
+        state.values = tuple(kept)
+        state.tracked = len(current)
+        return tuple(deltas)
 
-    def _diff(self, samples: Iterable[Sample]) -> list[Sample]:
-        # One flat loop with locals bound once and the steady state (a series that grew or held)
-        # tested first: this runs for every counter sample of every target each cycle
-        # (bench/bench_aggregate.py).
-        out: list[Sample] = []
-        append = out.append
-        previous = self._previous.get
-        current = self._current
-        for series, value in samples:
+    def _first(self, keys: Sequence[str], values: Sequence[float], current: dict[str, float],
+               deltas: list[float], kept: list[float]) -> None:
+        """First sight or restart: no previous values to diff against."""
+        counts = self.mode is Mode.FROM_ZERO
+        for series, value in zip(keys, values, strict=True):
             if series in current:
-                continue                        # a repeated line: the first one counts
-            last = previous(series)
-            if last is not None and last <= value < _INF:
-                current[series] = value
-                append((series, value - last))
+                deltas.append(NAN)
+                kept.append(NAN)
             elif -_INF < value < _INF:
                 current[series] = value
-                append((series, value))         # a new series, or a reset (a drop)
-                if last is not None:
-                    self.resets += 1
+                deltas.append(value if counts else 0.0)
+                kept.append(value)
             else:
-                self.skipped += 1               # NaN/Inf: keep the last finite value as base
+                self._tally.nan += 1
+                deltas.append(NAN)
+                kept.append(NAN)
+
+    def _diff(self, keys: Sequence[str], values: Sequence[float], previous: dict[str, float],
+              current: dict[str, float], deltas: list[float], kept: list[float]) -> None:
+        for series, value in zip(keys, values, strict=True):
+            if series in current:               # a repeated line: the first one counts
+                deltas.append(NAN)
+                kept.append(NAN)
+                continue
+            last = previous.get(series)
+            if last is not None and last <= value < _INF:
+                current[series] = value
+                deltas.append(value - last)
+                kept.append(value)
+            elif -_INF < value < _INF:
+                current[series] = value
+                deltas.append(value)            # a new series, or a reset (a drop)
+                kept.append(value)
+                if last is not None:
+                    self._tally.resets += 1
+            else:
+                self._tally.nan += 1               # NaN/Inf: keep the last finite value as base
+                deltas.append(NAN)
                 if last is not None:
                     current[series] = last
-        return out
+                    kept.append(last)
+                else:
+                    kept.append(NAN)
 
-    def grouped_deltas(self, samples: Sequence[Sample], group_of: GroupOf) -> list[Sample]:
-        """Like :meth:`deltas`, but the lines of one group reset together (histograms).
+    def _grouped_diff(
+        self, keys: Sequence[str], values: Sequence[float], previous: dict[str, float],
+        current: dict[str, float], deltas: list[float], kept: list[float], group_of: GroupOf,
+    ) -> None:
+        """Like :meth:`_diff`, but the lines of one group reset together (histograms).
 
         Bucket lines reset one by one would skew the distribution: after an unseen restart a
         bucket whose new count happens to exceed the old one would be diffed while its neighbours
         count from zero.
         """
-        if self.mode is not Mode.DIFF:
-            return self.deltas(samples)
-        previous = self._previous
         reset_groups: set[Hashable] = set()
-        for series, value in samples:
+        for series, value in zip(keys, values, strict=True):
             last = previous.get(series)
             if last is not None and value < last:
                 group, watched = group_of(series)
                 if watched:
                     reset_groups.add(group)
-        self.resets += len(reset_groups)
-        out: list[Sample] = []
-        current = self._current
-        for series, value in samples:
+        self._tally.resets += len(reset_groups)
+        for series, value in zip(keys, values, strict=True):
             if series in current:
+                deltas.append(NAN)
+                kept.append(NAN)
                 continue
             if not -_INF < value < _INF:
-                self.skipped += 1
+                self._tally.nan += 1
+                deltas.append(NAN)
                 if series in previous:
                     current[series] = previous[series]
+                    kept.append(previous[series])
+                else:
+                    kept.append(NAN)
                 continue
             current[series] = value
+            kept.append(value)
             last = previous.get(series)
             if last is None or group_of(series)[0] in reset_groups:
-                out.append((series, value))
+                deltas.append(value)
             else:
-                out.append((series, value - last))
-        return out
-
-
-class CounterTracker:
-    """Last finite value of every counter series of every target, and each target's start time."""
-
-    __slots__ = ("_values", "_starts")
-
-    def __init__(self) -> None:
-        self._values: dict[str, dict[str, float]] = {}
-        self._starts: dict[str, float | None] = {}
-
-    def observe(self, key: str, start_time: float | None, window_start: float) -> Observation:
-        """Begin a successful scrape of target ``key``; it replaces the target's stored state."""
-        if start_time is not None and not math.isfinite(start_time):
-            start_time = None
-        previous = self._values.get(key)
-        current: dict[str, float] = {}
-        self._values[key] = current
-        if previous is None:
-            self._starts[key] = start_time
-            counts_from_zero = start_time is not None and start_time > window_start
-            return Observation(
-                Mode.FROM_ZERO if counts_from_zero else Mode.BASELINE, False, {}, current
-            )
-        last_start = self._starts.get(key)
-        self._starts[key] = start_time
-        restarted = start_time is not None and last_start is not None and start_time != last_start
-        if restarted:
-            return Observation(Mode.FROM_ZERO, True, {}, current)
-        return Observation(Mode.DIFF, False, previous, current)
-
-    def forget(self, key: str) -> None:
-        """Drop a target that left discovery: if it comes back, it is a first sight again."""
-        self._values.pop(key, None)
-        self._starts.pop(key, None)
-
-    def keys(self) -> set[str]:
-        return set(self._values)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._values
-
-    def series_count(self) -> int:
-        return sum(len(values) for values in self._values.values())
+                deltas.append(value - last)

@@ -293,6 +293,36 @@ def test_summary_count_line_filed_apart_still_counts() -> None:
     assert values(out)["awsAPICalls"] == 2.0
 
 
+def test_counters_tracked_in_another_order_than_the_page_lists_them() -> None:
+    # awsAPICalls reads the latency family (its _count lines), which the page lists before
+    # ec2api_req_count, but it comes after ec2ApiReqCount in rule order, so the counter tracker
+    # meets the lines in another order than the page's; restarts (an added rule, tracked last)
+    # ends both orders. Each line must still be diffed against its own last value.
+    ec2, restarts = "awscni_ec2api_req_count", "awscni_ipamd_restarts"
+    config = CniAggregateConfig(rules=[
+        RuleConfig(name="awsAPICalls", family=f"{LATENCY}_count", type="counter"),
+        RuleConfig(name="ipamdRestarts", family=restarts, type="counter"),
+    ])
+    agg = aggregator(config)
+
+    def page(calls: float, requests: float) -> dict[str, list[tuple[str, float]]]:
+        return {
+            ADD: [(ADD, 100.0)],
+            LATENCY: [(s, calls if s.startswith(f"{LATENCY}_count") else v)
+                      for s, v in latency("X", "false", 5)],
+            ec2: [(series(ec2, fn="A"), requests), (series(ec2, fn="B"), 2 * requests)],
+            restarts: [(restarts, 7.0)],
+        }
+
+    agg.aggregate(batch(0, [up(A, 0, page(10.0, 50.0))]))
+    out, _ = agg.aggregate(batch(1, [up(A, 1, page(14.0, 53.0))]))
+    got = values(out)
+    assert got["awsAPICalls"] == 4.0                # 14 - 10
+    assert got["ec2ApiReqCount"] == 3.0 + 6.0       # (53 - 50) + (106 - 100)
+    assert got["addReqCount"] == 0.0
+    assert got["ipamdRestarts"] == 0.0
+
+
 def test_label_filters_select_series() -> None:
     config = CniAggregateConfig(rules=[
         RuleConfig(name="awsAPILatencyErrors", family=LATENCY, type="summary",
