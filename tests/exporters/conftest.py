@@ -1,4 +1,8 @@
-"""Fixtures for the otlp exporter tests: component settings, a recording host, a clean env."""
+"""Fixtures shared by the exporter tests: component settings, a recording host, a clean env.
+
+The default component ID is the test's directory (``otlp``, ``prometheus``); a directory's own
+conftest may override any of these (awscloudwatch does).
+"""
 
 from __future__ import annotations
 
@@ -39,9 +43,11 @@ def host() -> RecordingHost:
 
 
 @pytest.fixture
-def make_settings() -> Callable[..., ComponentSettings]:
-    def make(component_id: str = "otlp", started_at: float | None = None) -> ComponentSettings:
-        cid = ComponentID.parse(component_id)
+def make_settings(request: pytest.FixtureRequest) -> Callable[..., ComponentSettings]:
+    default_id = request.node.path.parent.name
+
+    def make(component_id: str = "", started_at: float | None = None) -> ComponentSettings:
+        cid = ComponentID.parse(component_id or default_id)
         return ComponentSettings(
             id=cid, kind=Kind.EXPORTER,
             logger=logging.LoggerAdapter(logging.getLogger(f"test.{cid}"), {"component": str(cid)}),
