@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import pytest
 
@@ -33,8 +32,9 @@ from tests.processors.cni_aggregate._fleet import (
     up,
     values,
 )
+from tests.support.fixtures import AWS_NODE_PAGES
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "aws-node"
+FIXTURES = AWS_NODE_PAGES
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
 
 
