@@ -51,7 +51,7 @@ from pipeline import (
 from ._derived import Attributes, capacity_metrics, capacity_names, coverage_metrics
 from ._layout import VALUES, GroupOf, Layouts, Plan, Shape, TargetLayout
 from ._rules import UNKNOWN_GROUP, Operation, Rule, RuleType
-from ._tracker import NAN, CounterState, Tally, advance
+from ._tracker import CounterState, Tally, advance
 
 _INF = math.inf
 #: A histogram's series cache is cleared past this many entries, so a family with unbounded label
@@ -89,18 +89,17 @@ class CycleStats:
 class _TargetState:
     """What is kept of a target between cycles, from its last successful scrape."""
 
-    __slots__ = ("time", "layout", "values", "deltas", "histograms", "counters")
+    __slots__ = ("time", "layout", "values", "histograms", "counters")
 
-    def __init__(self, layout: TargetLayout) -> None:
+    def __init__(self) -> None:
         #: Cycle time of its last success.
         self.time = 0.0
         #: Its page's layout then: usually still right, and then found by comparing the series
         #: texts with it rather than hashing them all to look the layout up.
-        self.layout = layout
-        #: Its values that some rule reads (``Shape.kept``) and its increases then (carried
-        #: while it is stale).
+        self.layout: TargetLayout | None = None
+        #: Its values that some rule reads (``Shape.kept``) and its histogram contributions
+        #: then: carried while it is stale (its counters carry no increase).
         self.values: tuple[float, ...] = ()
-        self.deltas: tuple[float, ...] = ()
         self.histograms: Histograms | None = None
         self.counters: CounterState | None = None
 
@@ -426,11 +425,14 @@ class Aggregator:
             groups = self._groups(scrape.target) if grouped else ()
             state = states.get(key)
             if scrape.health.up:
-                state = states[key] = self._read(scrape, state, now, window_start, tally)
-                rows.add(_REPORTING, groups, state.layout.shape, state.values, state.deltas,
-                         state.histograms)
-            elif state is not None and now - state.time < self.staleness:
-                rows.add(_STALE, groups, state.layout.shape, state.values, _no_increase(state),
+                if state is None:
+                    state = states[key] = _TargetState()
+                shape, deltas = self._read(scrape, state, now, window_start, tally)
+                rows.add(_REPORTING, groups, shape, state.values, deltas, state.histograms)
+            elif (state is not None and state.layout is not None
+                  and now - state.time < self.staleness):
+                shape = state.layout.shape
+                rows.add(_STALE, groups, shape, state.values, _no_increase(state, shape),
                          _no_histogram_increase(state))
             else:
                 rows.add_failed(groups)
@@ -459,9 +461,9 @@ class Aggregator:
             for key in self.group_by
         )
 
-    def _read(self, scrape: TargetScrape, state: _TargetState | None, now: float,
-              window_start: float, tally: Tally) -> _TargetState:
-        """One successful scrape into the target's state (new if ``state`` is None).
+    def _read(self, scrape: TargetScrape, state: _TargetState, now: float,
+              window_start: float, tally: Tally) -> tuple[Shape, tuple[float, ...]]:
+        """One successful scrape into the target's state: (its shape, its increases).
 
         The hot path (every target, every cycle): the page is flattened into a tuple of series
         texts and one of values by C-level passes, and nothing here loops over samples in Python.
@@ -471,23 +473,22 @@ class Aggregator:
         samples = list(chain.from_iterable(per_family))
         keys = tuple(map(_SERIES, samples))
         values = tuple(map(_VALUE, samples))
-        if state is None:
-            state = _TargetState(self._layouts.get(lens, keys))
         layout = state.layout
-        if layout.lens != lens or layout.keys != keys:
+        if layout is None or layout.lens != lens or layout.keys != keys:
             layout = state.layout = self._layouts.get(lens, keys)
+        shape = layout.shape
         state.time = now
-        state.values = layout.shape.kept(values)
+        state.values = shape.kept(values)
+        deltas: tuple[float, ...] = ()
         if self._tracks:
             state.counters, deltas = advance(
-                state.counters, layout, layout.shape.tracked(values), scrape.process_start_time,
+                state.counters, layout, shape.tracked(values), scrape.process_start_time,
                 window_start, tally)
-            state.deltas = deltas
-            if layout.shape.histogram_rules:
+            if shape.histogram_rules:
                 state.histograms = _histograms(layout, deltas)
             elif state.histograms is not None:
                 state.histograms = None
-        return state
+        return shape, deltas
 
     # -- combining ------------------------------------------------------------------------------
 
@@ -518,14 +519,13 @@ def _histograms(layout: TargetLayout, deltas: tuple[float, ...]) -> Histograms:
     }
 
 
-def _no_increase(state: _TargetState) -> tuple[float, ...]:
+def _no_increase(state: _TargetState, shape: Shape) -> tuple[float, ...]:
     """A stale target's increases: 0 for every line that had one at its last success (its next
     success is diffed against that one, so nothing is lost)."""
-    deltas = state.deltas
-    total = sum(deltas, 0.0)
-    if total == total:                          # no NaN: every line had an increase
-        return state.layout.shape.zeros
-    return tuple([0.0 if delta == delta else NAN for delta in deltas])
+    counters = state.counters
+    if counters is None or counters.gaps is None:
+        return shape.zeros
+    return counters.gaps
 
 
 def _no_histogram_increase(state: _TargetState) -> Histograms | None:

@@ -31,10 +31,11 @@ GroupOf = Callable[[str], tuple[Hashable, bool]]
 #: feeds (rule index, reader).
 Step = tuple[int, Any, str, Any]
 
-#: Caches are cleared past these sizes, so families with unbounded label values cannot grow memory
-#: without limit (clearing costs only re-resolving). A target keeps a reference to its own layout,
-#: so clearing never costs a target whose page did not change.
-_LAYOUT_LIMIT = 20_000
+#: Caches are cleared past these sizes, so families with unbounded label values, or node churn
+#: (each node's own CIDR label values), cannot grow memory without limit; clearing costs only
+#: re-resolving. A target keeps a reference to its own layout, so clearing never costs a target
+#: whose page did not change: the layout cache serves new targets and changed pages only.
+_LAYOUT_LIMIT = 10_000
 _SERIES_LIMIT = 200_000
 
 
