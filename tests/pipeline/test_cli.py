@@ -94,12 +94,7 @@ def test_unknown_type_lists_known_types(tmp_path, capsys):
 
 def test_run_with_bad_config_exits_2_before_starting(tmp_path):
     path = write(tmp_path, GOOD.replace("1s", "fast"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "--config", path],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli(path)
     assert proc.returncode == 2
     assert "receivers.prometheus.scrape_interval: not a duration" in proc.stderr
     assert "starting" not in proc.stderr
@@ -147,6 +142,22 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def run_cli(path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline", "--config", path],
+                          capture_output=True, text=True, timeout=60)
+
+
+def wait_healthz(port: int, timeout: float = 30.0) -> int | None:
+    """The /healthz status once the endpoint answers (None if it never did)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return _get(f"http://127.0.0.1:{port}/healthz")[0]
+        except OSError:
+            time.sleep(0.1)
+    return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -161,14 +172,7 @@ def test_run_serves_health_and_stops_cleanly_on_sigterm(tmp_path):
     )
     try:
         deadline = time.monotonic() + 30
-        status = None
-        while time.monotonic() < deadline:
-            try:
-                status, _ = _get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert status == 200
+        assert wait_healthz(port) == 200
         # Ready once the first cycle ran (the only target is down, which is still a cycle).
         while time.monotonic() < deadline:
             ready, body = _get(f"http://127.0.0.1:{port}/readyz")
@@ -191,12 +195,7 @@ def test_port_in_use_exits_1(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         path = write(tmp_path, GOOD.replace("127.0.0.1:0", f"127.0.0.1:{port}"))
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipeline", "--config", path],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = run_cli(path)
     assert proc.returncode == 1
     assert f"service.telemetry.endpoint 127.0.0.1:{port}: cannot listen" in proc.stderr
 
@@ -221,14 +220,7 @@ def test_metrics_and_liveness_answer_before_discovery_syncs(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", path],
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                status, _ = _get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert status == 200
+        assert wait_healthz(port) == 200
         ready, body = _get(f"http://127.0.0.1:{port}/readyz")
         assert ready == 503
         assert "waiting for the first cycle of prometheus" in body
