@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 import time
 from collections import Counter
@@ -90,7 +91,8 @@ class ScrapePool:
         wanted: FamilySet,
         sample_limit: int = 0,
         max_concurrency: int = 512,
-        parse: ParseFunc = parse_page,
+        count_all_samples: bool = False,
+        parse: ParseFunc | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
@@ -98,7 +100,7 @@ class ScrapePool:
         self.wanted = wanted
         self.sample_limit = sample_limit
         self.max_concurrency = max(1, max_concurrency)
-        self._parse = parse
+        self._parse = parse or functools.partial(parse_page, count_all=count_all_samples)
         self._clock = clock
         self._states: dict[str, TargetState] = {}
 
@@ -279,7 +281,9 @@ class _SelfMetrics:
             "scrape_failures_total", "Failed target scrapes, by error class.",
             ("receiver", "error_class"))
         self.scraped = telemetry.counter(
-            "samples_scraped_total", "Sample lines read from target pages.", r).labels(receiver)
+            "samples_scraped_total",
+            "Sample lines read from target pages: of the wanted families, or every line with "
+            "count_all_samples.", r).labels(receiver)
         self.kept = telemetry.counter(
             "samples_kept_total", "Samples of wanted families handed downstream.", r
         ).labels(receiver)
@@ -381,6 +385,7 @@ class PrometheusReceiver:
             wanted=self._next.wanted_families(),
             sample_limit=self.config.sample_limit,
             max_concurrency=self.config.max_concurrency,
+            count_all_samples=self.config.count_all_samples,
         )
         if self.config.kubernetes_sd is not None:
             self._discovery = KubernetesDiscovery(self.config.kubernetes_sd, self._log)

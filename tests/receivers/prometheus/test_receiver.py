@@ -229,7 +229,8 @@ async def test_cycles_against_a_mixed_fleet(
     caplog.set_level(logging.INFO, logger="test.prometheus")
     telemetry = Telemetry()
     consumer, host = RecordingConsumer(), RecordingHost()
-    receiver = factory.create(settings(telemetry), config(list(fleet.values())), consumer)
+    cfg = replace(config(list(fleet.values())), count_all_samples=True)
+    receiver = factory.create(settings(telemetry), cfg, consumer)
     await receiver.start(host)
     try:
         await consumer.wait_for(2)

@@ -12,6 +12,7 @@ import pytest
 from pipeline import ErrorClass, Target, TargetScrape
 from receivers.prometheus._http import ScrapeClient
 from receivers.prometheus._scrape import ScrapePool
+from receivers.prometheus._textparse import parse_page
 from tests.support.fixtures import AWS_NODE_PAGES
 
 FIXTURES = AWS_NODE_PAGES
@@ -115,6 +116,16 @@ async def pool() -> ScrapePool:
     await p.close()
 
 
+async def test_count_all_samples_counts_every_line(fleet: dict[str, PageServer]) -> None:
+    pool = ScrapePool(ScrapeClient(body_size_limit=1 << 20), timeout=TIMEOUT, wanted=WANTED,
+                      count_all_samples=True)
+    await pool.sync([fleet["v1"].target, fleet["v2-gzip"].target])
+    scrapes = await pool.scrape_all()
+    await pool.close()
+    for scrape, page in zip(scrapes, ("v1", "v2"), strict=True):
+        assert scrape.health.samples == parse_page(PAGES[page], None).samples > 100
+
+
 def by_address(scrapes: tuple[TargetScrape, ...]) -> dict[str, TargetScrape]:
     return {scrape.target.address: scrape for scrape in scrapes}
 
@@ -134,7 +145,8 @@ async def test_mixed_fleet(fleet: dict[str, PageServer], pool: ScrapePool) -> No
         scrape = got[fleet[name].target.address]
         assert scrape.health.up and scrape.health.error_class is None
         assert scrape.health.last_success == scrape.health.scraped_at
-        assert scrape.health.samples > 100  # every sample line of the page, wanted or not
+        # Only the wanted families' lines are read (and counted) unless count_all_samples.
+        assert scrape.health.samples == sum(map(len, scrape.families.values())) > 0
         assert WANTED - {"awscni_ec2api_req_count"} <= set(scrape.families) <= WANTED
         assert list(scrape.families["awscni_assigned_ip_addresses"]) == [
             ("awscni_assigned_ip_addresses", 1.0)]

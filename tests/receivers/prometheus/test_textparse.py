@@ -427,6 +427,17 @@ def test_sample_count_ignores_blank_lines_and_comments_anywhere() -> None:
     assert parse_page(text, None).samples == 3
 
 
+def test_without_count_all_only_wanted_lines_are_counted() -> None:
+    text = ("# TYPE awscni_eni_max gauge\nawscni_eni_max 1\nawscni_eni_max 2\n"
+            "awscni_ip_max 7\ngo_threads 9\ngo_goroutines 3\n")
+    page = parse_page(text, frozenset({"awscni_eni_max"}), count_all=False)
+    assert page.families == {"awscni_eni_max": [("awscni_eni_max", 1.0)]}
+    assert (page.samples, page.duplicates) == (2, 1)  # the kept line and its duplicate
+    assert parse_page(text, frozenset({"awscni_eni_max"})).samples == 5
+    assert parse_page(text, frozenset(), count_all=False).samples == 0
+    assert parse_page(text, None, count_all=False).samples == 5  # every family is read
+
+
 def test_unwanted_lines_are_not_validated_but_wanted_ones_are() -> None:
     text = "go_threads{broken 1\nnot a metric line at all\nawscni_eni_max 1\n"
     assert parse_page(text, AWSCNI).families == {"awscni_eni_max": [("awscni_eni_max", 1.0)]}
