@@ -20,6 +20,8 @@ from ._component import (
     Receiver,
     ReceiverFactory,
     union_families,
+    union_series,
+    wanted_series_of,
 )
 from ._errors import (
     ComponentError,
@@ -42,6 +44,8 @@ from ._model import (
     Metric,
     MetricKind,
     Sample,
+    SeriesFilter,
+    SeriesFilters,
     Target,
     TargetHealth,
     TargetScrape,
@@ -85,6 +89,8 @@ __all__ = [
     "RegistryError",
     "RetryableExportError",
     "Sample",
+    "SeriesFilter",
+    "SeriesFilters",
     "ScrapeError",
     "Target",
     "TargetHealth",
@@ -95,4 +101,6 @@ __all__ = [
     "aligned_tick",
     "parse_series",
     "union_families",
+    "union_series",
+    "wanted_series_of",
 ]

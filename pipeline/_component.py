@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._model import Batch, FamilySet
+from ._model import Batch, FamilySet, SeriesFilter, SeriesFilters
 
 if TYPE_CHECKING:
     from ._telemetry import Telemetry
@@ -120,6 +120,10 @@ class MetricsConsumer(Protocol):
         """The scraped families this consumer (and what follows it) reads; ``None`` = all.
 
         A receiver asks its next consumer once at start and parses only these families.
+
+        A consumer that reads only some lines of a family (a summary's p99 lines, say) may also
+        have ``wanted_series() -> SeriesFilters``, found with :func:`wanted_series_of` (so
+        consumers without it, plugins included, read every line of their families).
         """
         ...
 
@@ -190,3 +194,37 @@ def union_families(sets: Iterable[FamilySet]) -> FamilySet:
             return None
         result |= wanted
     return frozenset(result)
+
+
+def wanted_series_of(consumer: MetricsConsumer) -> SeriesFilters:
+    """A consumer's optional ``wanted_series()``: its line filters by family ({} if it has none)."""
+    method = getattr(consumer, "wanted_series", None)
+    return method() if method is not None else {}
+
+
+def union_series(wants: Iterable[tuple[FamilySet, SeriesFilters]]) -> SeriesFilters:
+    """The line filters of several consumers, from each one's (wanted families, filters).
+
+    A family keeps a filter only while every consumer that wants it filters it; a line is then
+    read if any of their filters reads it. Filters of families a consumer does not want are
+    ignored, and a consumer that wants every family (``None``) leaves no filter at all.
+    """
+    filters: dict[str, list[SeriesFilter]] = {}
+    unfiltered: set[str] = set()
+    for families, series in wants:
+        if families is None:
+            return {}
+        for family in families:
+            wanted = series.get(family)
+            if wanted is None:
+                unfiltered.add(family)
+            else:
+                filters.setdefault(family, []).append(wanted)
+    return {family: _any_of(tuple(each)) for family, each in filters.items()
+            if family not in unfiltered}
+
+
+def _any_of(filters: tuple[SeriesFilter, ...]) -> SeriesFilter:
+    if len(filters) == 1:
+        return filters[0]
+    return lambda series: any(wanted(series) for wanted in filters)

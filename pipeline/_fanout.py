@@ -11,8 +11,14 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from ._component import ComponentID, MetricsConsumer, union_families
-from ._model import Batch, FamilySet
+from ._component import (
+    ComponentID,
+    MetricsConsumer,
+    union_families,
+    union_series,
+    wanted_series_of,
+)
+from ._model import Batch, FamilySet, SeriesFilters
 from ._telemetry import Telemetry
 
 
@@ -52,6 +58,9 @@ class GuardedConsumer:
     def wanted_families(self) -> FamilySet:
         return self.inner.wanted_families()
 
+    def wanted_series(self) -> SeriesFilters:
+        return wanted_series_of(self.inner)
+
 
 class FanOut:
     """Hands each batch to every consumer concurrently."""
@@ -67,6 +76,9 @@ class FanOut:
 
     def wanted_families(self) -> FamilySet:
         return union_families(c.wanted_families() for c in self.consumers)
+
+    def wanted_series(self) -> SeriesFilters:
+        return union_series((c.wanted_families(), wanted_series_of(c)) for c in self.consumers)
 
 
 def fan_out(consumers: Sequence[MetricsConsumer]) -> MetricsConsumer:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -25,6 +25,14 @@ Sample = tuple[str, float]
 
 #: Families a consumer wants parsed: a set of family names, or ``None`` for every family.
 FamilySet = frozenset[str] | None
+
+#: Which lines of a wanted family a consumer reads, judged by series text (``name{labels}`` as
+#: the page writes it, the line's own name with any ``_sum``/``_count``/``_bucket`` suffix). A
+#: receiver calls it once per distinct series text, remembers the answer, and skips the lines
+#: it refuses without reading their values.
+SeriesFilter = Callable[[str], bool]
+#: Filters by family name; a wanted family without one has all its lines read.
+SeriesFilters = Mapping[str, SeriesFilter]
 
 
 class ErrorClass(StrEnum):

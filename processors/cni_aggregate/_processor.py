@@ -15,11 +15,15 @@ from pipeline import (
     FamilySet,
     Host,
     MetricsConsumer,
+    SeriesFilters,
     union_families,
+    union_series,
+    wanted_series_of,
 )
 
 from ._aggregate import Aggregator, CycleStats
 from ._rules import Rule
+from ._wanted import series_filters, wanted_families
 
 
 class CniAggregateProcessor:
@@ -43,8 +47,8 @@ class CniAggregateProcessor:
         self._log = settings.logger
         self._next = next_consumer
         self._aggregator = Aggregator(rules, group_by, staleness)
-        #: Only the rules' own families: lines with suffixes are filed under them by the receiver.
-        self._families: frozenset[str] = frozenset(rule.family for rule in rules)
+        self._families = wanted_families(rules)
+        self._line_filters = series_filters(rules)
         self._closed = False
         self._instruments(settings)
 
@@ -95,6 +99,10 @@ class CniAggregateProcessor:
 
     def wanted_families(self) -> FamilySet:
         return union_families([self._families, self._next.wanted_families()])
+
+    def wanted_series(self) -> SeriesFilters:
+        return union_series([(self._families, self._line_filters),
+                             (self._next.wanted_families(), wanted_series_of(self._next))])
 
     async def consume(self, batch: Batch) -> None:
         if self._closed:

@@ -35,10 +35,12 @@ from pipeline import (
     ParseError,
     Sample,
     ScrapeError,
+    SeriesFilters,
     Target,
     TargetHealth,
     TargetScrape,
     Ticker,
+    wanted_series_of,
 )
 
 from ._http import ScrapeClient, netloc_key
@@ -92,6 +94,7 @@ class ScrapePool:
         sample_limit: int = 0,
         max_concurrency: int = 512,
         count_all_samples: bool = False,
+        series: SeriesFilters | None = None,
         parse: ParseFunc | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -100,7 +103,8 @@ class ScrapePool:
         self.wanted = wanted
         self.sample_limit = sample_limit
         self.max_concurrency = max(1, max_concurrency)
-        self._parse = parse or functools.partial(parse_page, count_all=count_all_samples)
+        self._parse = parse or functools.partial(parse_page, count_all=count_all_samples,
+                                                 series=series)
         self._clock = clock
         self._states: dict[str, TargetState] = {}
 
@@ -383,6 +387,7 @@ class PrometheusReceiver:
             self._client,
             timeout=float(self.config.scrape_timeout),
             wanted=self._next.wanted_families(),
+            series=wanted_series_of(self._next),
             sample_limit=self.config.sample_limit,
             max_concurrency=self.config.max_concurrency,
             count_all_samples=self.config.count_all_samples,

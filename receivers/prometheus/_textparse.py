@@ -52,12 +52,12 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
 
-from pipeline import FamilySet, ParseError, Sample
+from pipeline import FamilySet, ParseError, Sample, SeriesFilter, SeriesFilters
 
 __all__ = ["ParsedPage", "parse_page"]
 
@@ -171,9 +171,11 @@ class _Grammar:
     the fast one refuses, and the source of error messages.
     """
 
-    __slots__ = ("full", "known", "prefixes", "scan", "series", "values", "wanted_start")
+    __slots__ = ("filters", "full", "known", "prefixes", "scan", "series", "values",
+                 "wanted_start")
 
-    def __init__(self, key_name: str, line_start: str, prefixes: tuple[str, ...] | None) -> None:
+    def __init__(self, key_name: str, line_start: str, prefixes: tuple[str, ...] | None,
+                 filters: SeriesFilters | None = None) -> None:
         scanned = line_start if prefixes is None else "|".join(map(re.escape, prefixes))
         self.scan = re.compile(
             rf"\n(?:((?:{scanned})[^ ]*) ([^\n]*)|[ \t]*+(?={line_start})([^\n]*))"
@@ -184,6 +186,8 @@ class _Grammar:
             rf"\n[ \t]*+(?:{_full_sample(key_name)}|(?={line_start})([^\n]*))"
         )
         self.prefixes = prefixes
+        #: Line filters by family (key): a line a filter refuses is learnt as not wanted.
+        self.filters = dict(filters or {})
         self.known: dict[str, tuple[str, str | None]] = {}
         self.values: dict[str, float] = {}
 
@@ -203,7 +207,7 @@ class _Grammar:
             found = _find(self.full, text, spans)
             if any(line[3] for line in found):
                 _raise_first_bad(text, self.full)
-            families, duplicates = _collect_full(found, family_of)
+            families, duplicates = _collect_full(found, family_of, self.filters)
         return families, duplicates, len(found)
 
     def _collect(
@@ -252,7 +256,10 @@ class _Grammar:
         """Check a series text met for the first time; remember it if it is canonical."""
         match = self.series.fullmatch(series)
         if match is not None:
-            key: str | None = sys.intern(match[1])
+            family = sys.intern(match[1])
+            wanted = self.filters.get(family)
+            # A line of a wanted family that no consumer reads is learnt as not wanted.
+            key: str | None = None if wanted is not None and not wanted(series) else family
         elif "\n" in series or self.wanted_start.match(series):
             # Not canonical, or not valid: the full grammar will say. (A newline: the text ran
             # on past a line with no blank, so this may hide a wanted line.)
@@ -289,22 +296,31 @@ def _tail_value(rest: str) -> float:
 
 
 def _collect_full(
-    found: Sequence[tuple[str, ...]], family_of: dict[str, str] | None
+    found: Sequence[tuple[str, ...]], family_of: dict[str, str] | None,
+    filters: Mapping[str, SeriesFilter],
 ) -> tuple[dict[str, list[Sample]], int]:
-    """Samples by family of lines the full grammar read (and validated)."""
+    """Samples by family of lines the full grammar read (and validated); lines a family's
+    filter refuses are left out (and not counted as duplicates)."""
     seen: set[str] = set()
     grouped: dict[str, list[Sample]] = {}
+    refused = 0
     for series, key, value, _ in found:
-        if series not in seen:
+        wanted = filters.get(key) if filters else None
+        if wanted is not None and not wanted(series):
+            refused += 1
+        elif series not in seen:
             seen.add(series)
             family = key if family_of is None else family_of.get(key, key)
             grouped.setdefault(family, []).append((series, float(value)))
-    return grouped, len(found) - len(seen)
+    return grouped, len(found) - refused - len(seen)
 
 
 @lru_cache(maxsize=64)
-def _grammar_for(wanted: frozenset[str]) -> _Grammar:
-    """The grammar of a wanted set (consumers ask once at start, so this is built once).
+def _grammar_for(
+    wanted: frozenset[str], filters: frozenset[tuple[str, SeriesFilter]] = frozenset()
+) -> _Grammar:
+    """The grammar of a wanted set and its line filters (consumers ask once at start, so this
+    is built once).
 
     The alternation lists longer names first, so an exact name wins over suffix stripping: with
     ``foo`` and ``foo_count`` both wanted, a ``foo_count`` line belongs to ``foo_count``.
@@ -315,7 +331,8 @@ def _grammar_for(wanted: frozenset[str]) -> _Grammar:
     families = "|".join(map(re.escape, sorted(wanted, key=lambda name: (-len(name), name))))
     suffixes = "|".join(SUFFIXES)
     return _Grammar(rf"({families})(?:{suffixes})?+{_NAME_END}",
-                    rf"(?:{families})(?:{suffixes})?+{_NAME_END}", _common_prefixes(wanted))
+                    rf"(?:{families})(?:{suffixes})?+{_NAME_END}", _common_prefixes(wanted),
+                    dict(filters))
 
 
 _EVERY_FAMILY = _Grammar(f"({_NAME})", r"[^#\s]", None)
@@ -347,11 +364,20 @@ def _shared_prefix(a: str, b: str) -> str:
 # --- the entry point ----------------------------------------------------------------------------
 
 
-def parse_page(data: bytes | str, wanted: FamilySet, *, count_all: bool = True) -> ParsedPage:
+def parse_page(
+    data: bytes | str,
+    wanted: FamilySet,
+    *,
+    count_all: bool = True,
+    series: SeriesFilters | None = None,
+) -> ParsedPage:
     """Parse one text-format page, keeping the samples of the ``wanted`` families (all if None).
 
     Every wanted line is fully validated; lines of other families are skipped unread (only
-    counted, with ``count_all``), which is what makes the filter worth having. Raises
+    counted, with ``count_all``), which is what makes the filter worth having. ``series`` filters
+    the lines of some wanted families: each distinct series text is judged once, and a line
+    refused is skipped as other families' lines are (its value unread); ignored when every family
+    is wanted. Raises
     :class:`ParseError` at the first malformed wanted line (with ``wanted=None``, the first
     malformed line), or if the page is not UTF-8.
     """
@@ -359,7 +385,13 @@ def parse_page(data: bytes | str, wanted: FamilySet, *, count_all: bool = True) 
     if wanted is None:
         families, duplicates, samples = _EVERY_FAMILY.read(text, _families_by_type(text))
         return ParsedPage(families, _process_start_time(text), samples, duplicates)
-    families, duplicates = _grammar_for(wanted).read(text)[:2] if wanted else ({}, 0)
+    if wanted:
+        # (One argument without filters: the cache then keys the grammar by ``wanted`` alone.)
+        grammar = (_grammar_for(wanted, frozenset(series.items())) if series
+                   else _grammar_for(wanted))
+        families, duplicates, _ = grammar.read(text)
+    else:
+        families, duplicates = {}, 0
     if count_all:
         samples = _count_sample_lines(text)
     else:

@@ -308,6 +308,23 @@ async def test_a_failing_consumer_does_not_stop_the_loop(
     assert any("next consumer failed" in r.getMessage() for r in caplog.records)
 
 
+async def test_the_next_consumers_line_filters_reach_the_parser(fleet: dict[str, str]) -> None:
+    latency = "awscni_aws_api_latency_ms"
+    consumer = RecordingConsumer(wanted=WANTED | {latency})
+    consumer.wanted_series = lambda: {  # type: ignore[attr-defined]
+        latency: lambda series: 'quantile="0.99"' in series}
+    receiver = factory.create(settings(), config([fleet["a"]]), consumer)
+    await receiver.start(RecordingHost())
+    try:
+        await consumer.wait_for(1)
+    finally:
+        await receiver.shutdown()
+    (scrape,) = consumer.batches[0].targets
+    lines = [series for series, _ in scrape.families[latency]]
+    assert lines and all('quantile="0.99"' in series for series in lines)
+    assert set(WANTED) <= set(scrape.families)  # unfiltered families are whole
+
+
 async def test_shutdown_lets_a_batch_in_flight_arrive(fleet: dict[str, str]) -> None:
     consumer = RecordingConsumer(delay=0.3)
     receiver = factory.create(settings(), config([fleet["a"]]), consumer)

@@ -438,6 +438,30 @@ def test_without_count_all_only_wanted_lines_are_counted() -> None:
     assert parse_page(text, None, count_all=False).samples == 5  # every family is read
 
 
+def test_series_filters_skip_refused_lines_on_both_paths() -> None:
+    judged: list[str] = []
+
+    def p99(series: str) -> bool:
+        judged.append(series)
+        return 'quantile="0.99"' in series
+
+    wanted, filters = frozenset({"lat"}), {"lat": p99}
+    text = ('lat{q="a",quantile="0.5"} 1\nlat{q="a",quantile="0.99"} 2\nlat_sum{q="a"} 3\n'
+            'lat{q="a",quantile="0.5"} 4\nother 5\n')
+    page = parse_page(text, wanted, series=filters, count_all=False)
+    assert page.families == {"lat": [('lat{q="a",quantile="0.99"}', 2.0)]}
+    assert (page.samples, page.duplicates) == (1, 0)  # a refused line is no duplicate either
+    parse_page(text, wanted, series=filters)
+    assert sorted(judged) == sorted(set(judged)) and len(judged) == 3  # once per series text
+    assert len(parse_page(text, wanted).families["lat"]) == 3  # unfiltered: 0.5, 0.99, _sum
+    # An escape sends the page to the full grammar, which filters the same way.
+    slow = text + 'lat{q="b\\\\",quantile="0.99"} 6\nlat{q="b\\\\",quantile="0.5"} 7\n'
+    page = parse_page(slow, wanted, series=filters)
+    assert page.families == {"lat": [('lat{q="a",quantile="0.99"}', 2.0),
+                                      ('lat{q="b\\\\",quantile="0.99"}', 6.0)]}
+    assert page.duplicates == 0
+
+
 def test_unwanted_lines_are_not_validated_but_wanted_ones_are() -> None:
     text = "go_threads{broken 1\nnot a metric line at all\nawscni_eni_max 1\n"
     assert parse_page(text, AWSCNI).families == {"awscni_eni_max": [("awscni_eni_max", 1.0)]}
