@@ -4,8 +4,11 @@
 Prints per cycle: wall seconds from the tick to the aggregated batch, this process's CPU seconds
 (user + system; the fleet runs in its own processes, so its CPU is not counted here but shown
 apart), the part of that CPU spent in the kernel (socket syscalls on loopback) and the time the
-cyclic garbage collector took; at the end the peak RSS. The first cycle opens every connection
-and is reported apart from the warm ones. ``--profile FILE`` writes a cProfile of the warm cycles.
+cyclic garbage collector took; at the end the peak RSS. The first cycle ("cold") is reported
+apart from the warm ones: every series and page layout is new to the parser and the aggregator,
+and its CPU column also holds the start-up, including the connections the receiver opens to
+every target while it waits for the first tick (about 1 s of CPU for 5,000).
+``--profile FILE`` writes a cProfile of the warm cycles.
 
     .venv/bin/python bench/bench_cycle.py --targets 1000 5000 [--cycles 4] [--interval 5s]
         [--max-concurrency N] [--gc default|freeze|manual]

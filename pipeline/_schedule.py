@@ -54,6 +54,14 @@ class Ticker:
             return nxt
         return due
 
+    def next_due(self) -> float:
+        """When the tick ``next()`` would hand out now is due (nothing is counted as skipped)."""
+        skipped = self.skipped
+        try:
+            return self._due()
+        finally:
+            self.skipped = skipped
+
     async def next(self) -> Cycle:
         due = self._due()
         delay = due - self._clock()

@@ -556,6 +556,29 @@ class ScrapeClient:
             raise ScrapeError(
                 url, ErrorClass.TIMEOUT, f"no complete response within {timeout:g}s") from None
 
+    async def open(
+        self, url: str, timeout: float, *, ssl: _ssl.SSLContext | None = None
+    ) -> bool:
+        """Open a connection to ``url``'s host ahead of its first request and keep it idle.
+
+        True if an idle connection is ready (opened now, or one was already). Failures are not
+        raised: the request that follows meets them again and reports them.
+        """
+        try:
+            parts = _split(url)
+        except ValueError:
+            return False
+        if self._idle.get(parts.key):
+            return True
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            conn = await self._connect(parts, url, ssl, deadline)
+        except (ScrapeError, TimeoutError):
+            return False
+        conn.reusable = True  # unused yet: if the server closes it first, get() opens another
+        self._put_idle(parts.key, conn)
+        return conn.usable()
+
     async def close_host(self, netloc: str) -> None:
         """Close the idle connections to a host: ``scheme://host:port``, a URL, or ``host:port``
         (then both schemes)."""

@@ -24,6 +24,7 @@ from pipeline import (
     FamilySet,
     Kind,
     Telemetry,
+    aligned_tick,
 )
 from receivers.prometheus import PrometheusReceiverConfig, factory
 from receivers.prometheus._k8s_sd import KubernetesSDConfig
@@ -323,6 +324,31 @@ async def test_the_next_consumers_line_filters_reach_the_parser(fleet: dict[str,
     lines = [series for series, _ in scrape.families[latency]]
     assert lines and all('quantile="0.99"' in series for series in lines)
     assert set(WANTED) <= set(scrape.families)  # unfiltered families are whole
+
+
+async def test_connections_are_opened_ahead_of_the_first_cycle(
+    fleet: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="test.prometheus")
+    interval = 2.0
+    while aligned_tick(time.time(), interval) - time.time() < 1.0:
+        await asyncio.sleep(0.1)  # start with at least a second to go before the first tick
+    consumer = RecordingConsumer()
+    cfg = replace(config([fleet["a"], fleet["b"], fleet["dead"]]),
+                  scrape_interval=Duration(interval))
+    receiver = factory.create(settings(), cfg, consumer)
+    await receiver.start(RecordingHost())
+    try:
+        async with asyncio.timeout(1.5):
+            while not any("ahead of the first cycle" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.02)
+        assert not consumer.batches  # before the first cycle
+        assert receiver._client.idle_connections() == 2  # a and b; nobody listens at dead
+        await consumer.wait_for(1, timeout=interval + 2.0)
+    finally:
+        await receiver.shutdown()
+    assert any("connected to 2 of 3 targets" in r.getMessage() for r in caplog.records)
+    assert receiver._client.connections_opened == 2  # the first cycle used them
 
 
 async def test_shutdown_lets_a_batch_in_flight_arrive(fleet: dict[str, str]) -> None:

@@ -282,3 +282,47 @@ async def test_a_binary_page_is_a_parse_error(
 async def test_empty_pool(pool: ScrapePool) -> None:
     await pool.sync([])
     assert await pool.scrape_all() == ()
+
+
+async def test_connect_all_opens_connections_the_first_scrape_then_uses(
+    fleet: dict[str, PageServer], pool: ScrapePool
+) -> None:
+    dead, hung = dead_target(), fleet["hang"].target
+    await pool.sync([fleet["v1"].target, fleet["v2-gzip"].target, dead, hung])
+    ready, failed = await pool.connect_all(timeout=5.0)
+    assert (ready, failed) == (3, 1)  # the hung server accepts; nobody listens at the dead one
+    assert pool.client.idle_connections() == 3
+    assert (fleet["v1"].connections, fleet["v2-gzip"].connections) == (1, 1)
+    await pool.sync([fleet["v1"].target, fleet["v2-gzip"].target])
+    scrapes = await pool.scrape_all()
+    assert all(scrape.health.up for scrape in scrapes)
+    assert (fleet["v1"].connections, fleet["v2-gzip"].connections) == (1, 1)  # reused
+    assert await pool.connect_all(timeout=5.0) == (2, 0)  # idle ones count as ready
+    assert (fleet["v1"].connections, fleet["v2-gzip"].connections) == (1, 1)
+
+
+async def test_a_connection_closed_before_its_first_use_is_replaced(
+    fleet: dict[str, PageServer], pool: ScrapePool
+) -> None:
+    server = fleet["v1"]
+    await pool.sync([server.target])
+    assert await pool.connect_all(timeout=5.0) == (1, 0)
+    for task in list(server._tasks):  # the server drops the idle connection
+        task.cancel()
+    await asyncio.sleep(0.1)
+    (scrape,) = await pool.scrape_all()
+    assert scrape.health.up and server.connections == 2
+
+
+async def test_connect_all_stops_at_its_timeout(pool: ScrapePool) -> None:
+    # A listening socket that never accepts, with its backlog full: further connects hang.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.10", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        targets = [Target(address=f"127.0.0.10:{port}", pod=f"p{n}") for n in range(20)]
+        await pool.sync(targets)
+        began = time.monotonic()
+        ready, failed = await pool.connect_all(timeout=0.3)
+        assert time.monotonic() - began < 0.3 + 1.0
+        assert ready + failed == 20 and failed > 0 and ready > 0
