@@ -23,6 +23,7 @@ from pipeline import (
     ErrorClass,
     FamilySet,
     Kind,
+    TargetScrape,
     Telemetry,
     aligned_tick,
 )
@@ -121,6 +122,17 @@ async def fleet() -> dict[str, str]:
     yield targets
     for server in servers.values():
         server.close()
+
+
+async def first_batch(consumer: RecordingConsumer, target: str) -> tuple[TargetScrape, ...]:
+    """Run a receiver on one static target until its first batch; that batch's scrapes."""
+    receiver = factory.create(settings(), config([target]), consumer)
+    await receiver.start(RecordingHost())
+    try:
+        await consumer.wait_for(1)
+    finally:
+        await receiver.shutdown()
+    return consumer.batches[0].targets
 
 
 def settings(telemetry: Telemetry | None = None, name: str = "cni") -> ComponentSettings:
@@ -314,13 +326,7 @@ async def test_the_next_consumers_line_filters_reach_the_parser(fleet: dict[str,
     consumer = RecordingConsumer(wanted=WANTED | {latency})
     consumer.wanted_series = lambda: {  # type: ignore[attr-defined]
         latency: lambda series: 'quantile="0.99"' in series}
-    receiver = factory.create(settings(), config([fleet["a"]]), consumer)
-    await receiver.start(RecordingHost())
-    try:
-        await consumer.wait_for(1)
-    finally:
-        await receiver.shutdown()
-    (scrape,) = consumer.batches[0].targets
+    (scrape,) = await first_batch(consumer, fleet["a"])
     lines = [series for series, _ in scrape.families[latency]]
     assert lines and all('quantile="0.99"' in series for series in lines)
     assert set(WANTED) <= set(scrape.families)  # unfiltered families are whole
@@ -377,14 +383,7 @@ async def test_a_slow_cycle_skips_ticks_and_counts_overruns(fleet: dict[str, str
 
 
 async def test_every_family_when_the_consumer_wants_all(fleet: dict[str, str]) -> None:
-    consumer = RecordingConsumer(wanted=None)
-    receiver = factory.create(settings(), config([fleet["b"]]), consumer)
-    await receiver.start(RecordingHost())
-    try:
-        await consumer.wait_for(1)
-    finally:
-        await receiver.shutdown()
-    (scrape,) = consumer.batches[0].targets
+    (scrape,) = await first_batch(RecordingConsumer(wanted=None), fleet["b"])
     assert "go_goroutines" in scrape.families and "awscni_eni_max" in scrape.families
     assert scrape.process_start_time is not None
 
