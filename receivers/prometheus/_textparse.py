@@ -374,7 +374,9 @@ def parse_page(
     """Parse one text-format page, keeping the samples of the ``wanted`` families (all if None).
 
     Every wanted line is fully validated; lines of other families are skipped unread (only
-    counted, with ``count_all``), which is what makes the filter worth having. ``series`` filters
+    counted, with ``count_all``), which is what makes the filter worth having, unless the page
+    has no wanted line at all: then it is validated whole, so that what is not a metrics page
+    (an HTML error page) fails. ``series`` filters
     the lines of some wanted families: each distinct series text is judged once, and a line
     refused is skipped as other families' lines are (its value unread); ignored when every family
     is wanted. Raises
@@ -390,6 +392,11 @@ def parse_page(
         grammar = (_grammar_for(wanted, frozenset(series.items())) if series
                    else _grammar_for(wanted))
         families, duplicates, _ = grammar.read(text)
+        if not families:
+            # Not one wanted line: is this a metrics page at all? An HTML error page served
+            # with 200 would otherwise pass as a target that is up and has no samples. A page
+            # without wanted lines is rare, so reading it whole here costs little overall.
+            _EVERY_FAMILY.read(text)
     else:
         families, duplicates = {}, 0
     if count_all:

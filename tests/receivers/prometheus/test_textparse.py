@@ -462,6 +462,16 @@ def test_series_filters_skip_refused_lines_on_both_paths() -> None:
     assert page.duplicates == 0
 
 
+def test_a_page_without_wanted_lines_is_validated_whole() -> None:
+    html = "<html><body><h1>502 Bad Gateway</h1></body></html>\n"
+    with pytest.raises(ParseError) as raised:
+        parse_page(html, AWSCNI, count_all=False)
+    assert raised.value.line_number == 1
+    other = parse_page("# TYPE go_threads gauge\ngo_threads 7\n", AWSCNI, count_all=False)
+    assert other.families == {} and other.samples == 0  # a metrics page, just not ours
+    assert parse_page("", AWSCNI).families == {}  # an empty page is a valid, empty page
+
+
 def test_unwanted_lines_are_not_validated_but_wanted_ones_are() -> None:
     text = "go_threads{broken 1\nnot a metric line at all\nawscni_eni_max 1\n"
     assert parse_page(text, AWSCNI).families == {"awscni_eni_max": [("awscni_eni_max", 1.0)]}
