@@ -52,7 +52,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import Batch, ComponentConfig, Duration, FamilySet, Host, Kind  # noqa: E402
+from pipeline import Batch, ComponentConfig, Duration, Kind, SimpleExporter  # noqa: E402
 from pipeline._config import build_config  # noqa: E402
 from pipeline._registry import Registry  # noqa: E402
 from pipeline._runtime import Service  # noqa: E402
@@ -93,7 +93,7 @@ def _fleet_cpu(pids: list[int]) -> float:
     return total / _TICKS
 
 
-class _Arrivals:
+class _Arrivals(SimpleExporter):
     """An exporter registered only here: notes when each cycle's batch arrives, and the CPU."""
 
     type = "bench_arrivals"
@@ -115,15 +115,6 @@ class _Arrivals:
 
     def create(self, settings: Any, config: Any) -> _Arrivals:
         return self
-
-    async def start(self, host: Host) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    def wanted_families(self) -> FamilySet:
-        return frozenset()
 
     async def consume(self, batch: Batch) -> None:
         if self._gc_policy == "manual" and batch.cycle.index % 10 == 9:

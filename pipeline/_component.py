@@ -132,6 +132,20 @@ class Receiver(Component, Protocol):
     pass
 
 
+class SimpleExporter:
+    """A base for exporters with no background work that read no scraped families: ``start``
+    and ``shutdown`` do nothing and ``wanted_families`` asks for none; write ``consume``."""
+
+    async def start(self, host: Host) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    def wanted_families(self) -> FamilySet:
+        return frozenset()
+
+
 class Processor(Component, MetricsConsumer, Protocol):
     pass
 

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._component import ComponentSettings, Host, Kind
+from ._component import ComponentSettings, Kind, SimpleExporter
 from ._config import build_config
-from ._model import Batch, FamilySet
+from ._model import Batch
 from ._registry import Registry
 from ._runtime import Service
 from ._units import Duration
@@ -69,7 +69,7 @@ def expected_values(truth: Any, previous: Any | None) -> dict[str, float]:
     return values
 
 
-class _Recorder:
+class _Recorder(SimpleExporter):
     """An in-process exporter registered only for the demo: hands each batch to the driver."""
 
     type = "demo_recorder"
@@ -87,16 +87,7 @@ class _Recorder:
     def create(self, settings: ComponentSettings, config: Any) -> _Recorder:
         return self
 
-    # exporter side
-    async def start(self, host: Host) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    def wanted_families(self) -> FamilySet:
-        return frozenset()
-
+    # exporter side (start, shutdown and wanted_families: SimpleExporter's)
     async def consume(self, batch: Batch) -> None:
         await self.batches.put(batch)
 

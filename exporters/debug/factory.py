@@ -19,11 +19,10 @@ from pipeline import (
     Batch,
     ComponentConfig,
     ComponentSettings,
-    FamilySet,
-    Host,
     Kind,
     Metric,
     MetricKind,
+    SimpleExporter,
 )
 
 
@@ -46,19 +45,10 @@ def format_metric(metric: Metric) -> str:
     return f"Produce {label} metrics: {name}, value: {metric.value:f}"
 
 
-class DebugExporter:
+class DebugExporter(SimpleExporter):
     def __init__(self, settings: ComponentSettings, config: DebugExporterConfig) -> None:
         self._log = settings.logger
         self._config = config
-
-    async def start(self, host: Host) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    def wanted_families(self) -> FamilySet:
-        return frozenset()
 
     async def consume(self, batch: Batch) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(batch.cycle.time))
