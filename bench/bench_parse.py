@@ -39,21 +39,15 @@ sys.path.insert(0, str(REPO))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from processors.cni_aggregate._rules import DEFAULT_RULES  # noqa: E402
+from processors.cni_aggregate._wanted import wanted_families  # noqa: E402
 from receivers.prometheus import _textparse  # noqa: E402
 from receivers.prometheus._textparse import parse_page  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "aws-node"
 
 #: The source families of the aggregation rules (DESIGN.md's table).
-AWSCNI = frozenset({
-    "awscni_add_ip_req_count", "awscni_assigned_ip_addresses", "awscni_aws_api_error_count",
-    "awscni_aws_api_latency_ms", "awscni_aws_utils_error_count", "awscni_del_ip_req_count",
-    "awscni_eni_allocated", "awscni_eni_max", "awscni_ipamd_action_inprogress",
-    "awscni_ipamd_error_count", "awscni_ip_max", "awscni_pod_eni_error_count",
-    "awscni_reconcile_count", "awscni_total_ip_addresses", "awscni_total_ipv4_prefixes",
-    "awscni_assigned_ip_per_cidr", "awscni_force_removed_enis", "awscni_force_removed_ips",
-    "awscni_ec2api_req_count", "awscni_ec2api_error_count",
-})
+AWSCNI = wanted_families(DEFAULT_RULES)
 
 
 def padding_family(i: int) -> str:

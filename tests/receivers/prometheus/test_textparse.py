@@ -14,6 +14,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import ParseError, Sample, parse_series
+from processors.cni_aggregate._rules import DEFAULT_RULES
+from processors.cni_aggregate._wanted import wanted_families
 from receivers.prometheus import _textparse
 from receivers.prometheus._textparse import SUFFIXES, ParsedPage, parse_page
 from tests.support.fixtures import AWS_NODE_PAGES
@@ -22,15 +24,7 @@ FIXTURES = AWS_NODE_PAGES
 PAGES = sorted(FIXTURES.glob("*.data"))
 
 #: The source families of the aggregation rules (DESIGN.md's table).
-AWSCNI = frozenset({
-    "awscni_add_ip_req_count", "awscni_assigned_ip_addresses", "awscni_aws_api_error_count",
-    "awscni_aws_api_latency_ms", "awscni_aws_utils_error_count", "awscni_del_ip_req_count",
-    "awscni_eni_allocated", "awscni_eni_max", "awscni_ipamd_action_inprogress",
-    "awscni_ipamd_error_count", "awscni_ip_max", "awscni_pod_eni_error_count",
-    "awscni_reconcile_count", "awscni_total_ip_addresses", "awscni_total_ipv4_prefixes",
-    "awscni_assigned_ip_per_cidr", "awscni_force_removed_enis", "awscni_force_removed_ips",
-    "awscni_ec2api_req_count", "awscni_ec2api_error_count",
-})
+AWSCNI = wanted_families(DEFAULT_RULES)
 
 # --- comparison helpers (shared with test_textparse_properties.py) --------------------------------
 
