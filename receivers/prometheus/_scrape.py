@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ssl
 import time
 from collections import Counter
@@ -45,14 +44,15 @@ from pipeline import (
 
 from ._http import ScrapeClient, netloc_key
 from ._k8s_sd import KubernetesDiscovery
-from ._textparse import ParsedPage, parse_page
+from ._textparse import ParsedPage, page_parser
 from .config import PrometheusReceiverConfig
 
 #: TLS context and extra headers for one target's requests.
 RequestOptions = tuple[ssl.SSLContext | None, Mapping[str, str] | None]
 NO_OPTIONS: RequestOptions = (None, None)
 
-ParseFunc = Callable[[bytes, FamilySet], ParsedPage]
+#: Parses one page for the pool's wanted families (see :func:`page_parser`).
+ParseFunc = Callable[[bytes], ParsedPage]
 
 #: How long shutdown lets a cycle that is handing its batch downstream finish before cancelling.
 CONSUME_GRACE = 10.0
@@ -105,8 +105,7 @@ class ScrapePool:
         self.wanted = wanted
         self.sample_limit = sample_limit
         self.max_concurrency = max(1, max_concurrency)
-        self._parse = parse or functools.partial(parse_page, count_all=count_all_samples,
-                                                 series=series)
+        self._parse = parse or page_parser(wanted, count_all=count_all_samples, series=series)
         self._clock = clock
         self._states: dict[str, TargetState] = {}
 
@@ -225,7 +224,7 @@ class ScrapePool:
         tls, headers = options
         body = await self.client.get(url, self.timeout, ssl=tls, headers=headers)
         try:
-            page = self._parse(body, self.wanted)
+            page = self._parse(body)
         except ParseError as exc:
             raise exc.for_target(target.key) from None
         except Exception as exc:

@@ -50,16 +50,17 @@ them (``NaN``, ``+Inf``, ``-Inf`` included; no hex, no ``_``). CRLF line endings
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import itemgetter
 
 from pipeline import FamilySet, ParseError, Sample, SeriesFilter, SeriesFilters
 
-__all__ = ["ParsedPage", "parse_page"]
+__all__ = ["ParsedPage", "page_parser", "parse_page"]
 
 #: Always extracted, whatever the consumers want: the counter-reset rule needs it.
 PROCESS_START_TIME = "process_start_time_seconds"
@@ -376,21 +377,38 @@ def parse_page(
     Every wanted line is fully validated; lines of other families are skipped unread (only
     counted, with ``count_all``), which is what makes the filter worth having, unless the page
     has no wanted line at all: then it is validated whole, so that what is not a metrics page
-    (an HTML error page) fails. ``series`` filters
-    the lines of some wanted families: each distinct series text is judged once, and a line
-    refused is skipped as other families' lines are (its value unread); ignored when every family
-    is wanted. Raises
-    :class:`ParseError` at the first malformed wanted line (with ``wanted=None``, the first
-    malformed line), or if the page is not UTF-8.
+    (an HTML error page) fails. ``series`` filters the lines of some wanted families: each
+    distinct series text is judged once, and a line refused is skipped as other families' lines
+    are (its value unread); ignored when every family is wanted. Raises :class:`ParseError` at
+    the first malformed wanted line (with ``wanted=None``, the first malformed line), or if the
+    page is not UTF-8.
     """
-    text = _frame(_decode(data))
+    return page_parser(wanted, count_all=count_all, series=series)(data)
+
+
+def page_parser(
+    wanted: FamilySet, *, count_all: bool = True, series: SeriesFilters | None = None
+) -> Callable[[bytes | str], ParsedPage]:
+    """:func:`parse_page` with its arguments but the page resolved once, for a caller that
+    parses page after page with the same ones (a scrape pool): looking the grammar up by its
+    families and filters costs a few µs a page otherwise."""
     if wanted is None:
-        families, duplicates, samples = _EVERY_FAMILY.read(text, _families_by_type(text))
-        return ParsedPage(families, _process_start_time(text), samples, duplicates)
-    if wanted:
-        # (One argument without filters: the cache then keys the grammar by ``wanted`` alone.)
-        grammar = (_grammar_for(wanted, frozenset(series.items())) if series
-                   else _grammar_for(wanted))
+        return _parse_every_family
+    # (One argument without filters: the cache then keys the grammar by ``wanted`` alone.)
+    grammar = (_grammar_for(wanted, frozenset(series.items())) if series
+               else _grammar_for(wanted)) if wanted else None
+    return functools.partial(_parse_wanted, grammar, count_all)
+
+
+def _parse_every_family(data: bytes | str) -> ParsedPage:
+    text = _frame(_decode(data))
+    families, duplicates, samples = _EVERY_FAMILY.read(text, _families_by_type(text))
+    return ParsedPage(families, _process_start_time(text), samples, duplicates)
+
+
+def _parse_wanted(grammar: _Grammar | None, count_all: bool, data: bytes | str) -> ParsedPage:
+    text = _frame(_decode(data))
+    if grammar is not None:
         families, duplicates, _ = grammar.read(text)
         if not families:
             # Not one wanted line: is this a metrics page at all? An HTML error page served

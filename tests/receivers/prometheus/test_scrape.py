@@ -12,7 +12,7 @@ import pytest
 from pipeline import ErrorClass, Target, TargetScrape
 from receivers.prometheus._http import ScrapeClient
 from receivers.prometheus._scrape import ScrapePool
-from receivers.prometheus._textparse import parse_page
+from receivers.prometheus._textparse import ParsedPage, parse_page
 from tests.support.fixtures import AWS_NODE_PAGES
 
 FIXTURES = AWS_NODE_PAGES
@@ -241,15 +241,13 @@ async def test_body_size_limit(fleet: dict[str, PageServer]) -> None:
 async def test_an_unexpected_exception_stays_with_its_target(
     fleet: dict[str, PageServer]
 ) -> None:
-    from receivers.prometheus._textparse import parse_page
-
-    def flaky_parse(data: bytes, wanted: frozenset[str] | None) -> object:
+    def flaky_parse(data: bytes) -> ParsedPage:
         if b"awscni_total_ipv4_prefixes" in data:  # only the v2 page has it
             raise RuntimeError("parser bug")
-        return parse_page(data, wanted)
+        return parse_page(data, WANTED)
 
     pool = ScrapePool(ScrapeClient(body_size_limit=1 << 20), timeout=TIMEOUT, wanted=WANTED,
-                      parse=flaky_parse)  # type: ignore[arg-type]
+                      parse=flaky_parse)
     await pool.sync([fleet["v1"].target, fleet["v2-gzip"].target])
     v1, v2 = await pool.scrape_all()
     await pool.close()
