@@ -215,14 +215,26 @@ def _merge_histograms(contributions: list[Contribution]) -> Distribution:
         for bound, increment in contribution[3].items():
             per_bound.setdefault(bound, []).append(increment)
     bounds = sorted(bound for bound in per_bound if bound != _INF)
-    counts = [math.fsum(per_bound[bound]) for bound in bounds]
-    counts.append(math.fsum(per_bound.get(_INF, ())))
+    counts = [exact_sum(per_bound[bound]) for bound in bounds]
+    counts.append(exact_sum(per_bound.get(_INF, ())))
     return Distribution(
         bounds=tuple(bounds),
         counts=tuple(counts),
-        sum=math.fsum([c[2] for c in contributions]),
-        count=math.fsum([c[0] for c in contributions]),
+        sum=exact_sum([c[2] for c in contributions]),
+        count=exact_sum([c[0] for c in contributions]),
     )
+
+
+def exact_sum(values: Sequence[float]) -> float:
+    """``math.fsum`` (exactly rounded, so independent of target order), without its
+    OverflowError: past float's range (a node reporting ~1e308) the halves are summed and the
+    sum doubled, still exactly, giving +-inf when the total itself is out of range, so one
+    absurd value cannot fail the whole cycle's aggregation (the exporters drop what is not
+    finite, saying so)."""
+    try:
+        return math.fsum(values)
+    except OverflowError:
+        return math.fsum([value * 0.5 for value in values]) * 2.0
 
 
 class _Combined:
@@ -245,13 +257,13 @@ class _Combined:
         if operation is Operation.COUNT:
             value = float(self.targets)
         elif operation is Operation.SUM:
-            value = math.fsum(self.sums) + 0.0
+            value = exact_sum(self.sums) + 0.0
         elif operation is Operation.MAX:
             value = max(self.highs)
         elif operation is Operation.MIN:
             value = min(self.lows)
         else:
-            value = (math.fsum(self.sums) + 0.0) / self.n
+            value = (exact_sum(self.sums) + 0.0) / self.n
         return Metric(rule.name, kind, value, rule.unit, attributes, False, rule.description)
 
 

@@ -536,3 +536,17 @@ def test_histogram_label_sets_merge() -> None:
                                                + hist({"1": 0, "+Inf": 2}, 4, {"kind": "y"})})]))
     assert by_key(out)[("reconcileSeconds", ())].distribution == Distribution(
         (1.0,), (1.0, 2.0), sum=4.5, count=3.0)
+
+
+def test_sums_past_the_float_range_are_inf_not_a_failed_cycle() -> None:
+    agg = aggregator()
+    huge = 1.5e308
+    out, _ = agg.aggregate(batch(0, [up(A, 0, {ASSIGNED: [(ASSIGNED, huge)], TOTAL: [(TOTAL, 9)]}),
+                                     up(B, 0, {ASSIGNED: [(ASSIGNED, huge)], TOTAL: [(TOTAL, 1)]})]))
+    got = values(out)
+    assert got["assignIPAddresses"] == math.inf  # the exporters leave it out, saying so
+    assert got["totalIPAddresses"] == 10.0  # the rest of the cycle is published as ever
+    out, _ = agg.aggregate(batch(1, [
+        up(A, 1, {ASSIGNED: [(ASSIGNED, huge)]}), up(B, 1, {ASSIGNED: [(ASSIGNED, huge)]}),
+        up(C, 1, {ASSIGNED: [(ASSIGNED, -huge)]})]))
+    assert values(out)["assignIPAddresses"] == huge  # exact although a partial sum overflows
