@@ -6,13 +6,17 @@ hands them over: counters growing, a few targets failing every third cycle. Then
 aggregation step (``Aggregator.aggregate`` plus ``Batch.with_metrics``, which is what ``consume``
 does before handing on) and measures its allocations with tracemalloc in a separate, untimed run.
 
+``--lines read`` (the default) hands over the lines the rules read, as the receiver does behind
+the processor's line filters; ``--lines all`` every line of the wanted families (the summary's
+0.5 and 0.9 quantiles, ``_sum`` and ``_count`` too).
+
 ``--texts shared`` (the default) hands series texts over as the receiver's parser does: one string
 object per distinct text, reused across targets and cycles, and one float object per short value
 text (its value cache). ``--texts fresh`` makes new string and float objects for every sample of
 every cycle, as a parser without those caches would: more memory traffic, slower.
 
     .venv/bin/python bench/bench_aggregate.py [--targets 5000] [--cycles 5] [--group-by zone]
-        [--texts shared|fresh]
+        [--texts shared|fresh] [--lines read|all]
 
 Numbers are for comparing changes on one machine, not for asserting anything.
 """
@@ -39,6 +43,7 @@ from pipeline import (  # noqa: E402
     TargetScrape,
 )
 from processors.cni_aggregate._aggregate import Aggregator  # noqa: E402
+from processors.cni_aggregate._wanted import series_filters  # noqa: E402
 from processors.cni_aggregate.config import CniAggregateConfig, resolve_rules  # noqa: E402
 
 INTERVAL = 30.0
@@ -154,6 +159,10 @@ def main() -> None:
     parser.add_argument("--texts", choices=("shared", "fresh"), default="shared",
                         help="series text and value objects as the receiver's caches hand them "
                              "over (shared), or new objects for every sample (fresh)")
+    parser.add_argument("--lines", choices=("read", "all"), default="read",
+                        help="the lines the rules read, as the receiver hands them over after "
+                             "the processor's line filters (read), or every line of the "
+                             "wanted families (all)")
     args = parser.parse_args()
 
     config = CniAggregateConfig(group_by=args.group_by)
@@ -162,6 +171,11 @@ def main() -> None:
         raise SystemExit(f"bad config: {list(config.validate())}")
     aggregator = Aggregator(rules, config.group_by, config.staleness)
     template = page_template()
+    if args.lines == "read":  # what the receiver hands over: the lines the rules read
+        filters = series_filters(rules)
+        template = {family: [line for line in lines
+                             if family not in filters or filters[family](line[0])]
+                    for family, lines in template.items()}
     targets = fleet(args.targets)
     per_target = sum(len(lines) for lines in template.values())
     total_cycles = args.cycles + 3

@@ -30,15 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from receivers.prometheus._http import ScrapeClient  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/aws-node/metrics-v1.data"
-WANTED = frozenset({
-    "awscni_add_ip_req_count", "awscni_assigned_ip_addresses", "awscni_aws_api_error_count",
-    "awscni_aws_api_latency_ms", "awscni_aws_utils_error_count", "awscni_del_ip_req_count",
-    "awscni_eni_allocated", "awscni_eni_max", "awscni_ipamd_action_inprogress",
-    "awscni_ipamd_error_count", "awscni_ip_max", "awscni_pod_eni_error_count",
-    "awscni_reconcile_count", "awscni_total_ip_addresses", "awscni_total_ipv4_prefixes",
-    "awscni_assigned_ip_per_cidr", "awscni_force_removed_enis", "awscni_force_removed_ips",
-    "awscni_ec2api_req_count", "awscni_ec2api_error_count", "process_start_time_seconds",
-})
 
 
 def make_page(size: int = 40 * 1024) -> bytes:
@@ -167,11 +158,16 @@ async def measure(
 
 
 def parser() -> Callable[[bytes], object] | None:
+    """The parse the receiver does behind ``cni_aggregate``'s default rules: their families, the
+    lines they read, no whole-page count."""
     try:
-        from receivers.prometheus._textparse import parse_page
+        from processors.cni_aggregate._rules import DEFAULT_RULES
+        from processors.cni_aggregate._wanted import series_filters, wanted_families
+        from receivers.prometheus._textparse import page_parser
     except ImportError:
         return None
-    return lambda body: parse_page(body, WANTED)
+    return page_parser(wanted_families(DEFAULT_RULES), count_all=False,
+                       series=series_filters(DEFAULT_RULES))
 
 
 Case = tuple[str, str, bool, int]  # client, body, parse, in flight
