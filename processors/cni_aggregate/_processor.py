@@ -22,8 +22,11 @@ from pipeline import (
 )
 
 from ._aggregate import Aggregator, CycleStats
-from ._rules import Rule
+from ._rules import GROUP_KEYS, UNKNOWN_GROUP, Rule
 from ._wanted import series_filters, wanted_families
+
+#: group_by keys that come from the node's metadata (``node`` is always known).
+NODE_METADATA_KEYS = frozenset(GROUP_KEYS) - {"node"}
 
 
 class CniAggregateProcessor:
@@ -50,6 +53,8 @@ class CniAggregateProcessor:
         self._families = wanted_families(rules)
         self._line_filters = series_filters(rules)
         self._closed = False
+        #: group_by keys not yet seen on any target (see :meth:`_check_groups`).
+        self._unseen_groups = {key for key in group_by if key in NODE_METADATA_KEYS}
         self._instruments(settings)
 
     def _instruments(self, settings: ComponentSettings) -> None:
@@ -107,10 +112,27 @@ class CniAggregateProcessor:
     async def consume(self, batch: Batch) -> None:
         if self._closed:
             raise ComponentError("consume after shutdown", str(self._settings.id))
+        if self._unseen_groups:
+            self._check_groups(batch)
         began = time.perf_counter()
         metrics, stats = self._aggregator.aggregate(batch)
         self._record(stats, time.perf_counter() - began)
         await self._next.consume(batch.with_metrics(metrics))
+
+    def _check_groups(self, batch: Batch) -> None:
+        """Say once, plainly, when a ``group_by`` key is on no target at all: every node then
+        lands in the group ``unknown``, which is what forgetting node metadata looks like."""
+        if not batch.targets:
+            return
+        for key in sorted(self._unseen_groups):
+            if any(scrape.target.attribute(key) for scrape in batch.targets):
+                self._unseen_groups.discard(key)
+            else:
+                self._unseen_groups.discard(key)
+                self._log.warning(
+                    "group_by %s: none of the %d targets carries a %s, so all are grouped as "
+                    "%r; the prometheus receiver adds it with kubernetes_sd.node_metadata: true",
+                    key, len(batch.targets), key, UNKNOWN_GROUP)
 
     def _record(self, stats: CycleStats, seconds: float) -> None:
         self._nan.inc(stats.nan_skipped)

@@ -541,8 +541,9 @@ def test_histogram_label_sets_merge() -> None:
 def test_sums_past_the_float_range_are_inf_not_a_failed_cycle() -> None:
     agg = aggregator()
     huge = 1.5e308
-    out, _ = agg.aggregate(batch(0, [up(A, 0, {ASSIGNED: [(ASSIGNED, huge)], TOTAL: [(TOTAL, 9)]}),
-                                     up(B, 0, {ASSIGNED: [(ASSIGNED, huge)], TOTAL: [(TOTAL, 1)]})]))
+    out, _ = agg.aggregate(batch(0, [
+        up(A, 0, {ASSIGNED: [(ASSIGNED, huge)], TOTAL: [(TOTAL, 9)]}),
+        up(B, 0, {ASSIGNED: [(ASSIGNED, huge)], TOTAL: [(TOTAL, 1)]})]))
     got = values(out)
     assert got["assignIPAddresses"] == math.inf  # the exporters leave it out, saying so
     assert got["totalIPAddresses"] == 10.0  # the rest of the cycle is published as ever

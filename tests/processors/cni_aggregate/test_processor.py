@@ -199,3 +199,18 @@ async def test_metrics_are_appended_to_what_came_in() -> None:
     assert sink.batches[0].cycle == incoming.cycle
     assert isinstance(sink.batches[0], Batch)
     assert incoming.metrics == ()   # the batch handed in is not changed
+
+
+async def test_a_group_by_key_no_target_carries_is_reported_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = RecordingSink()
+    proc = processor(sink, CniAggregateConfig(group_by=["zone", "nodegroup", "node"]))
+    source = FakeSource(proc, fixture_pages())  # targets with a zone, without a node group
+    for index in range(3):
+        await source.cycle(index)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "group_by nodegroup: none of the 2 targets" in warnings[0]
+    assert "kubernetes_sd.node_metadata: true" in warnings[0]
+    assert values(sink.batches[-1].metrics, (("nodegroup", "unknown"),))
