@@ -180,6 +180,7 @@ def main() -> None:
     def cold() -> object:
         """A target's first scrape: every series and value met for the first time."""
         grammar.known.clear()
+        grammar.known_before.clear()
         grammar.values.clear()
         return parse_page(data, AWSCNI)
 

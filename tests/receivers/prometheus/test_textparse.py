@@ -522,6 +522,29 @@ def test_known_series_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(_textparse._grammar_for(wanted).known) <= 10
 
 
+def test_texts_in_use_survive_the_cache_turning_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_textparse, "_KNOWN_LIMIT", 10)
+    checked: list[str] = []
+
+    def every_line(series: str) -> bool:
+        checked.append(series)  # called only when a text is checked, not when it is known
+        return True
+
+    wanted, filters = frozenset({"churn_metric"}), {"churn_metric": every_line}
+
+    def page(node: str) -> str:
+        return "".join(f'churn_metric{{node="{node}",i="{i}"}} {i}\n' for i in range(7))
+
+    for node in ("a", "b"):  # 14 texts: the cache (10) turns over once
+        parse_page(page(node), wanted, series=filters)
+    assert len(checked) == 14
+    again = parse_page(page("a"), wanted, series=filters)
+    assert len(checked) == 14  # a's texts came back from the previous generation unchecked
+    assert [value for _, value in again.families["churn_metric"]] == list(range(7))
+    grammar = _textparse._grammar_for(wanted, frozenset(filters.items()))
+    assert len(grammar.known) <= 10 and len(grammar.known_before) <= 10
+
+
 def test_str_and_bytes_input_agree() -> None:
     text = client_page()
     assert same_samples(parse_page(text, None).families,
