@@ -183,11 +183,13 @@ class ScrapePool:
             ready += opened  # (not `ready += await ...`: that reads `ready` before awaiting)
 
         tasks = [asyncio.ensure_future(connect(state)) for state in states]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
-            for task in pending:
+        try:
+            if tasks:
+                await asyncio.wait(tasks, timeout=timeout)
+        finally:  # at the timeout, or when shutdown cancels us: none is left behind
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         return ready, len(states) - ready
 
     async def scrape(

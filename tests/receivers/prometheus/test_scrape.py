@@ -324,3 +324,19 @@ async def test_connect_all_stops_at_its_timeout(pool: ScrapePool) -> None:
         ready, failed = await pool.connect_all(timeout=0.3)
         assert time.monotonic() - began < 0.3 + 1.0
         assert ready + failed == 20 and failed > 0 and ready > 0
+
+
+async def test_connect_all_cancelled_leaves_no_task_behind(pool: ScrapePool) -> None:
+    with socket.socket() as listener:  # a full backlog: connects hang
+        listener.bind(("127.0.0.11", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        await pool.sync([Target(address=f"127.0.0.11:{port}", pod=f"p{n}") for n in range(20)])
+        before = len(asyncio.all_tasks())
+        connecting = asyncio.ensure_future(pool.connect_all(timeout=30.0))
+        await asyncio.sleep(0.1)
+        assert len(asyncio.all_tasks()) > before + 1  # one task per target, in flight
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
+        assert len(asyncio.all_tasks()) == before
