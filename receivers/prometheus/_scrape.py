@@ -457,7 +457,10 @@ class PrometheusReceiver:
     async def _run(self) -> None:
         ticker = Ticker(float(self.config.scrape_interval), started=self.settings.started_at)
         await self._wait_for_discovery()
-        await self._connect_ahead(ticker.next_due())
+        try:
+            await self._connect_ahead(ticker.next_due())
+        except Exception:  # an optimisation only: the cycles open what is missing
+            self._log.exception("opening connections ahead of the first cycle failed")
         skipped = 0
         while not self._stopping:
             cycle = await ticker.next()
