@@ -400,6 +400,9 @@ class PrometheusReceiver:
             body_size_limit=int(config.body_size_limit), user_agent=config.user_agent,
             compression=config.enable_compression)
         self._metrics = _SelfMetrics(settings)
+        self._tls = config.tls.context() if config.tls is not None else None
+        if config.tls is not None and config.tls.insecure_skip_verify:
+            self._log.warning("tls.insecure_skip_verify: https targets are not verified")
         self._pool: ScrapePool | None = None
         self._discovery: KubernetesDiscovery | None = None
         self._host: Host | None = None
@@ -540,12 +543,17 @@ class PrometheusReceiver:
         return targets
 
     def _options_for(self) -> Callable[[Target], RequestOptions]:
+        """Per target: the receiver's own TLS settings (``tls``), or in proxy mode the API
+        server's credentials for discovered targets."""
+        own: RequestOptions = (self._tls, None)
         if self._discovery is None:
-            return lambda _target: NO_OPTIONS
+            return lambda _target: own
         tls, headers = self._discovery.request_options()
+        if tls is None and not headers:  # direct mode: pods are scraped like static targets
+            return lambda _target: own
         discovered: RequestOptions = (tls, headers or None)
         static = self._static_keys
-        return lambda target: NO_OPTIONS if target.key in static else discovered
+        return lambda target: own if target.key in static else discovered
 
     def _record(self, summary: CycleSummary, duration: float) -> None:
         m = self._metrics

@@ -363,7 +363,7 @@ class KubeAPIServer:
     # --- TLS and kubeconfig ---------------------------------------------------------------------
 
     def _tls_context(self) -> ssl.SSLContext:
-        cert, key, ca = _make_certificates(Path(self._tmp.name))
+        cert, key, ca = make_certificates(Path(self._tmp.name))
         self.ca_file = ca
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
@@ -1309,7 +1309,7 @@ _RESOURCE_LIST: Obj = {
 }
 
 
-def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for 127.0.0.1/localhost (files: cert, key, CA)."""
     import datetime as dt
 
