@@ -14,6 +14,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 from pipeline import ComponentConfig, Duration
+from pipeline.configtls import ClientTLSConfig
 from pipeline.exporterhelper import QueueSettings
 
 #: Defaults, as named constants (the Collector's habit).
@@ -25,19 +26,11 @@ METRICS_PATH = "/v1/metrics"
 OtlpProtocol = Literal["grpc", "http/protobuf"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class TLSConfig:
-    """``tls:`` as in the Collector's ``configtls.ClientConfig`` (the subset the SDK supports).
-
-    For gRPC, ``insecure: true`` means plaintext; otherwise TLS is used unless the endpoint says
-    ``http://``. For HTTP the endpoint's scheme decides and ``insecure`` is ignored.
-    ``ca_file`` verifies the server; ``cert_file`` + ``key_file`` authenticate the client.
-    """
-
-    insecure: bool = False
-    ca_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
+#: ``tls:`` as in the Collector's ``configtls.ClientConfig``, shared with the other components. For
+#: gRPC, ``insecure: true`` means plaintext; otherwise TLS is used unless the endpoint says
+#: ``http://``. For HTTP the endpoint's scheme decides and ``insecure`` is ignored. ``ca_file``
+#: verifies the server; ``cert_file`` + ``key_file`` authenticate the client.
+TLSConfig = ClientTLSConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,8 +75,11 @@ class OtlpExporterConfig(ComponentConfig):
             yield "timeout", "must be positive"
         for key, message in self.sending_queue.validate():
             yield f"sending_queue.{key}", message
-        if bool(self.tls.cert_file) != bool(self.tls.key_file):
-            yield "tls", "cert_file and key_file must be given together"
+        for key, message in self.tls.validate():
+            yield f"tls.{key}", message
+        if self.tls.insecure_skip_verify:
+            yield ("tls.insecure_skip_verify",
+                   "not supported by the OTLP exporters (they always verify the server)")
         if self.per_target_families and not self.per_target:
             yield "per_target_families", "only applies with per_target: true"
         if self.protocol == "grpc":

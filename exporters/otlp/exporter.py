@@ -21,7 +21,6 @@ import asyncio
 import importlib.metadata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlparse
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
@@ -36,6 +35,7 @@ from pipeline import (
     PermanentExportError,
 )
 from pipeline.aws import resolve_cluster_id, resolve_region
+from pipeline.configtls import FILE_KEYS
 from pipeline.exporterhelper import RetrySettings, SendingQueue
 
 from ._convert import Running, RunningTotals, SeriesKey, count_points, to_metrics_data
@@ -70,15 +70,6 @@ def cluster_resource(
     return attrs
 
 
-def _read(path: str, key: str) -> bytes | None:
-    if not path:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ComponentError(f"tls.{key}: cannot read {path}: {exc.strerror or exc}") from exc
-
-
 def build_grpc_exporter(config: OtlpExporterConfig) -> MetricExporter:
     import grpc
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
@@ -89,9 +80,9 @@ def build_grpc_exporter(config: OtlpExporterConfig) -> MetricExporter:
     credentials = None
     if not insecure:
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read(config.tls.ca_file, "ca_file"),
-            private_key=_read(config.tls.key_file, "key_file"),
-            certificate_chain=_read(config.tls.cert_file, "cert_file"),
+            root_certificates=config.tls.read("ca_file"),
+            private_key=config.tls.read("key_file"),
+            certificate_chain=config.tls.read("cert_file"),
         )
     compression = {
         "gzip": grpc.Compression.Gzip,
@@ -113,8 +104,8 @@ def build_http_exporter(config: OtlpExporterConfig) -> MetricExporter:
     from opentelemetry.exporter.otlp.proto.http import Compression
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-    for key in ("ca_file", "cert_file", "key_file"):
-        _read(getattr(config.tls, key), key)  # fail at start, naming the key, not at first send
+    for key in FILE_KEYS:
+        config.tls.read(key)  # fail at start, naming the key, not at first send
     return OTLPMetricExporter(
         endpoint=config.resolved_endpoint(),
         certificate_file=config.tls.ca_file or None,

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from pipeline import (
     Batch,
+    ComponentError,
     ComponentSettings,
     Cycle,
     ErrorClass,
@@ -400,9 +401,8 @@ class PrometheusReceiver:
             body_size_limit=int(config.body_size_limit), user_agent=config.user_agent,
             compression=config.enable_compression)
         self._metrics = _SelfMetrics(settings)
-        self._tls = config.tls.context() if config.tls is not None else None
-        if config.tls is not None and config.tls.insecure_skip_verify:
-            self._log.warning("tls.insecure_skip_verify: https targets are not verified")
+        #: The TLS context of ``config.tls``, made at start (where its files are).
+        self._tls: ssl.SSLContext | None = None
         self._pool: ScrapePool | None = None
         self._discovery: KubernetesDiscovery | None = None
         self._host: Host | None = None
@@ -419,6 +419,13 @@ class PrometheusReceiver:
         if self._task is not None or self._shut_down:
             return
         self._host = host
+        if self.config.tls is not None:
+            try:
+                self._tls = self.config.tls.ssl_context()
+            except ComponentError as exc:
+                raise ComponentError(str(exc), str(self.settings.id)) from exc
+            if self.config.tls.insecure_skip_verify:
+                self._log.warning("tls.insecure_skip_verify: https targets are not verified")
         self._pool = ScrapePool(
             self._client,
             timeout=float(self.config.scrape_timeout),

@@ -7,13 +7,12 @@ them). The engine's loader handles YAML, ``${env:}``, unknown keys, types, durat
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline import ByteSize, ComponentConfig, Duration, Target
+from pipeline.configtls import ClientTLSConfig
 
 from ._k8s_sd import KubernetesSDConfig
 
@@ -24,47 +23,6 @@ DEFAULT_SCRAPE_TIMEOUT = Duration(10.0)
 DEFAULT_MAX_CONCURRENCY = 512
 DEFAULT_BODY_SIZE_LIMIT = ByteSize(10 * 1024 * 1024)
 DEFAULT_PATH = "/metrics"
-
-
-@dataclass(frozen=True, kw_only=True)
-class TLSConfig:
-    """``receivers.prometheus.tls``: how targets scraped directly over https are verified, as
-    Prometheus' ``tls_config`` (static ``https://`` targets, and pods with ``kubernetes_sd``'s
-    ``scheme: https`` in direct mode; proxy mode uses the API server's own credentials).
-    Without it, https targets are verified against the system's CAs."""
-
-    #: CA bundle (PEM) to verify targets with, instead of the system's.
-    ca_file: str = ""
-    #: Client certificate and its key (PEM), for targets that ask for one.
-    cert_file: str = ""
-    key_file: str = ""
-    #: Do not verify the target's certificate or name (for testing; says so in the log).
-    insecure_skip_verify: bool = False
-
-    def validate(self) -> Iterable[tuple[str, str]]:
-        missing = False
-        for key in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, key)
-            if path and not Path(path).is_file():
-                missing = True
-                yield key, f"{path!r}: no such file"
-        if bool(self.cert_file) != bool(self.key_file):
-            yield "cert_file" if self.key_file else "key_file", "cert_file and key_file go together"
-        elif not missing:
-            try:
-                self.context()
-            except (ssl.SSLError, OSError, ValueError) as exc:
-                yield "", f"cannot be loaded: {exc}"
-
-    def context(self) -> ssl.SSLContext:
-        """The client TLS context these settings make."""
-        context = ssl.create_default_context(cafile=self.ca_file or None)
-        if self.cert_file:
-            context.load_cert_chain(self.cert_file, self.key_file)
-        if self.insecure_skip_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,8 +50,10 @@ class PrometheusReceiverConfig(ComponentConfig):
     #: those of the families the pipeline reads. Off by default: the parser otherwise never reads
     #: the rest of the page, and counting it cost a fifth of a scrape's CPU (``_textparse.py``).
     count_all_samples: bool = False
-    #: Verification of targets scraped directly over https (see :class:`TLSConfig`).
-    tls: TLSConfig | None = None
+    #: For targets scraped directly over https (static ``https://`` URLs, and pods with
+    #: ``kubernetes_sd``'s ``scheme: https`` in direct mode; proxy mode uses the API server's own
+    #: credentials), as Prometheus' ``tls_config``. Without it: the system's CAs.
+    tls: ClientTLSConfig | None = None
     #: Sent as the User-Agent header.
     user_agent: str = "cni-pipeline/0.1"
 
@@ -119,7 +79,9 @@ class PrometheusReceiverConfig(ComponentConfig):
             yield "sample_limit", "must be 0 (no limit) or positive"
         if self.tls is not None:
             for key, message in self.tls.validate():
-                yield (f"tls.{key}" if key else "tls"), message
+                yield f"tls.{key}", message
+            if self.tls.insecure:
+                yield "tls.insecure", "not used here: a target's http:// URL means plaintext"
 
     def _validate_static_targets(self) -> Iterable[tuple[str, str]]:
         seen: dict[str, int] = {}

@@ -23,10 +23,10 @@ from pipeline import (
     Telemetry,
 )
 from pipeline._config import build_config
-from pipeline._errors import ConfigError
+from pipeline._errors import ComponentError, ConfigError
 from pipeline._registry import Registry
+from pipeline.configtls import ClientTLSConfig
 from receivers.prometheus import PrometheusReceiverConfig, factory
-from receivers.prometheus.config import TLSConfig
 from tests.support.fixtures import AWS_NODE_PAGES
 from tests.support.kube_apiserver import make_certificates
 
@@ -77,15 +77,18 @@ class Consumer:
         return WANTED
 
 
-async def first_scrape(url: str, tls: TLSConfig | None) -> TargetScrape:
-    settings = ComponentSettings(
+def settings() -> ComponentSettings:
+    return ComponentSettings(
         id=ComponentID("prometheus"), kind=Kind.RECEIVER,
         logger=logging.LoggerAdapter(logging.getLogger("test.tls"), {}),
         telemetry=Telemetry(), started_at=time.time())
+
+
+async def first_scrape(url: str, tls: ClientTLSConfig | None) -> TargetScrape:
     config = PrometheusReceiverConfig(scrape_interval=Duration(0.5), scrape_timeout=Duration(0.4),
                                       static_targets=[url], tls=tls)
     consumer = Consumer()
-    receiver = factory.create(settings, config, consumer)
+    receiver = factory.create(settings(), config, consumer)
     await receiver.start(None)  # type: ignore[arg-type]
     try:
         async with asyncio.timeout(5):
@@ -100,7 +103,7 @@ async def first_scrape(url: str, tls: TLSConfig | None) -> TargetScrape:
 async def test_a_target_certified_by_the_configured_ca_is_scraped(
     https_target: str, certs: Certificates
 ) -> None:
-    scrape = await first_scrape(https_target, TLSConfig(ca_file=str(certs.ca)))
+    scrape = await first_scrape(https_target, ClientTLSConfig(ca_file=str(certs.ca)))
     assert scrape.health.up, scrape.health.error
     assert scrape.families["awscni_assigned_ip_addresses"]
 
@@ -114,20 +117,16 @@ async def test_without_the_ca_the_target_fails_verification(https_target: str) -
 async def test_insecure_skip_verify_scrapes_it_anyway(
     https_target: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    scrape = await first_scrape(https_target, TLSConfig(insecure_skip_verify=True))
+    scrape = await first_scrape(https_target, ClientTLSConfig(insecure_skip_verify=True))
     assert scrape.health.up, scrape.health.error
     assert any("not verified" in r.getMessage() for r in caplog.records)
 
 
-def test_bad_tls_settings_name_their_key(certs: Certificates, tmp_path: Path) -> None:
-    garbage = tmp_path / "garbage.pem"
-    garbage.write_text("not a certificate\n")
-    cases = [
-        ({"ca_file": str(tmp_path / "missing.pem")}, "receivers.prometheus.tls.ca_file"),
-        ({"cert_file": str(certs.cert)}, "receivers.prometheus.tls.key_file"),
-        ({"ca_file": str(garbage)}, "receivers.prometheus.tls: cannot be loaded"),
-    ]
-    for tls, expected in cases:
+def test_bad_tls_settings_name_their_key() -> None:
+    for tls, expected in [
+        ({"cert_file": "client.pem"}, "receivers.prometheus.tls.key_file"),
+        ({"insecure": True}, "receivers.prometheus.tls.insecure"),
+    ]:
         with pytest.raises(ConfigError) as raised:
             build_config({
                 "receivers": {"prometheus": {"static_targets": ["127.0.0.1:9"], "tls": tls}},
@@ -136,3 +135,21 @@ def test_bad_tls_settings_name_their_key(certs: Certificates, tmp_path: Path) ->
                                                       "exporters": ["debug"]}}},
             }, "test.yaml", Registry.load(), {})
         assert expected in str(raised.value), str(raised.value)
+
+
+async def test_unusable_tls_files_fail_the_start_naming_their_key(tmp_path: Path) -> None:
+    # Files are read at start, where they are (a config may be validated elsewhere).
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    for tls, expected in [
+        (ClientTLSConfig(ca_file=str(tmp_path / "missing.pem")),
+         "prometheus: tls.ca_file: cannot read"),
+        (ClientTLSConfig(ca_file=str(garbage)), "prometheus: tls.ca_file: cannot load"),
+        (ClientTLSConfig(cert_file=str(garbage), key_file=str(garbage)),
+         "prometheus: tls.cert_file: cannot load"),
+    ]:
+        receiver = factory.create(settings(), PrometheusReceiverConfig(
+            static_targets=["https://127.0.0.1:9/metrics"], tls=tls), Consumer())
+        with pytest.raises(ComponentError, match=expected):
+            await receiver.start(None)  # type: ignore[arg-type]
+        await receiver.shutdown()
