@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -124,9 +125,12 @@ async def fleet() -> dict[str, str]:
         server.close()
 
 
-async def first_batch(consumer: RecordingConsumer, target: str) -> tuple[TargetScrape, ...]:
-    """Run a receiver on one static target until its first batch; that batch's scrapes."""
-    receiver = factory.create(settings(), config([target]), consumer)
+async def first_batch(
+    consumer: RecordingConsumer, target: str, **changes: Any
+) -> tuple[TargetScrape, ...]:
+    """Run a receiver on one static target (``changes`` to its config) until its first batch;
+    that batch's scrapes."""
+    receiver = factory.create(settings(), replace(config([target]), **changes), consumer)
     await receiver.start(RecordingHost())
     try:
         await consumer.wait_for(1)

@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from pipeline import (
-    Batch,
-    ComponentID,
-    ComponentSettings,
-    Duration,
     ErrorClass,
-    FamilySet,
-    Kind,
     TargetScrape,
-    Telemetry,
 )
 from pipeline._config import build_config
 from pipeline._errors import ComponentError, ConfigError
 from pipeline._registry import Registry
 from pipeline.configtls import ClientTLSConfig
 from receivers.prometheus import PrometheusReceiverConfig, factory
+from tests.receivers.prometheus.test_receiver import RecordingConsumer, first_batch, settings
 from tests.support.fixtures import AWS_NODE_PAGES
 from tests.support.kube_apiserver import make_certificates
 
 PAGE = (AWS_NODE_PAGES / "metrics-v1.data").read_bytes()
-WANTED = frozenset({"awscni_assigned_ip_addresses"})
 
 
 class Certificates:
@@ -66,37 +57,8 @@ async def https_target(certs: Certificates) -> AsyncIterator[str]:
     server.close()
 
 
-class Consumer:
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-
-    async def consume(self, batch: Batch) -> None:
-        self.batches.append(batch)
-
-    def wanted_families(self) -> FamilySet:
-        return WANTED
-
-
-def settings() -> ComponentSettings:
-    return ComponentSettings(
-        id=ComponentID("prometheus"), kind=Kind.RECEIVER,
-        logger=logging.LoggerAdapter(logging.getLogger("test.tls"), {}),
-        telemetry=Telemetry(), started_at=time.time())
-
-
 async def first_scrape(url: str, tls: ClientTLSConfig | None) -> TargetScrape:
-    config = PrometheusReceiverConfig(scrape_interval=Duration(0.5), scrape_timeout=Duration(0.4),
-                                      static_targets=[url], tls=tls)
-    consumer = Consumer()
-    receiver = factory.create(settings(), config, consumer)
-    await receiver.start(None)  # type: ignore[arg-type]
-    try:
-        async with asyncio.timeout(5):
-            while not consumer.batches:
-                await asyncio.sleep(0.02)
-    finally:
-        await receiver.shutdown()
-    (scrape,) = consumer.batches[0].targets
+    (scrape,) = await first_batch(RecordingConsumer(), url, tls=tls)
     return scrape
 
 
@@ -143,13 +105,13 @@ async def test_unusable_tls_files_fail_the_start_naming_their_key(tmp_path: Path
     garbage.write_text("not a certificate\n")
     for tls, expected in [
         (ClientTLSConfig(ca_file=str(tmp_path / "missing.pem")),
-         "prometheus: tls.ca_file: cannot read"),
-        (ClientTLSConfig(ca_file=str(garbage)), "prometheus: tls.ca_file: cannot load"),
+         "prometheus/cni: tls\\.ca_file: cannot read"),
+        (ClientTLSConfig(ca_file=str(garbage)), "prometheus/cni: tls\\.ca_file: cannot load"),
         (ClientTLSConfig(cert_file=str(garbage), key_file=str(garbage)),
-         "prometheus: tls.cert_file: cannot load"),
+         "prometheus/cni: tls\\.cert_file: cannot load"),
     ]:
         receiver = factory.create(settings(), PrometheusReceiverConfig(
-            static_targets=["https://127.0.0.1:9/metrics"], tls=tls), Consumer())
+            static_targets=["https://127.0.0.1:9/metrics"], tls=tls), RecordingConsumer())
         with pytest.raises(ComponentError, match=expected):
             await receiver.start(None)  # type: ignore[arg-type]
         await receiver.shutdown()
