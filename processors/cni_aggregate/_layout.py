@@ -70,6 +70,18 @@ def steps_of(rules: Sequence[Rule], histogram_readers: dict[int, object]) -> lis
     return steps
 
 
+def reads_by_name(rule: Rule) -> bool:
+    """Does a line's name alone decide whether ``rule`` reads it (no label filter, no quantile)?
+    Then its labels need not be parsed: see :func:`line_name`."""
+    return not (rule.labels or rule.label_regex or rule.quantile is not None)
+
+
+def line_name(series: str) -> str:
+    """The metric name of a series text, without parsing its labels."""
+    brace = series.find("{")
+    return (series if brace < 0 else series[:brace]).strip()
+
+
 def selects(rule: Rule, name: str, labels: dict[str, str]) -> bool:
     """Does a counter, gauge or summary rule read the line ``name{labels}``?"""
     if name not in rule.line_names or not rule.matches_labels(labels):
@@ -323,6 +335,10 @@ class Layouts:
         if selected is None or len(selected) >= _SERIES_LIMIT:
             selected = self._selected[index] = {}
         rule = self._plan.rules[index]
+        if reads_by_name(rule):  # most rules: no label parsing for each node's own lines
+            names = rule.line_names
+            return tuple(offset for offset, series in enumerate(lines)
+                         if line_name(series) in names)
         out: list[int] = []
         for offset, series in enumerate(lines):
             ok = selected.get(series)

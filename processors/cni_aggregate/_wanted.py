@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from pipeline import SeriesFilter, parse_series
 
-from ._layout import selects
+from ._layout import line_name, reads_by_name, selects
 from ._rules import Rule, RuleType
 
 
@@ -50,13 +50,11 @@ class LineSelector:
         self.names = frozenset(name for rule in rules for name in rule.line_names)
         #: No rule looks at labels: the line's name decides, with no need to parse its labels
         #: (each node's own CIDR lines are new texts, met on every new node).
-        self.by_name = not any(rule.labels or rule.label_regex or rule.quantile is not None
-                               for rule in rules)
+        self.by_name = all(map(reads_by_name, rules))
 
     def __call__(self, series: str) -> bool:
         if self.by_name:
-            brace = series.find("{")
-            return (series if brace < 0 else series[:brace]).strip() in self.names
+            return line_name(series) in self.names
         try:
             name, labels = parse_series(series)
         except (ValueError, IndexError):
