@@ -320,7 +320,7 @@ class _SelfMetrics:
             ("receiver", "error_class"))
         self.scraped = telemetry.counter(
             "samples_scraped_total",
-            "Sample lines read from target pages: of the wanted families, or every line with "
+            "Sample lines read from target pages: the wanted lines, or every line with "
             "count_all_samples.", r).labels(receiver)
         self.kept = telemetry.counter(
             "samples_kept_total", "Samples of wanted families handed downstream.", r

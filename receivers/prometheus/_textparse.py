@@ -84,7 +84,8 @@ class ParsedPage:
 
     ``families`` maps each wanted family that had samples to its samples, ``(series_text, value)``
     in page order; ``samples`` counts the sample lines read: every sample line of the page when
-    counted (``count_all``, or every family wanted), else those of the wanted families;
+    counted (``count_all``, or every family wanted), else the wanted lines read (kept or
+    duplicates; lines a series filter refuses are not read);
     ``duplicates`` counts wanted series lines that repeated an earlier line's series text (the
     first one is kept); ``process_start_time`` is the value of ``process_start_time_seconds``.
     """
