@@ -17,7 +17,7 @@ from pipeline.aws import (
     resolve_cluster_id,
     resolve_region,
 )
-from tests.support.imds import ImdsServer, running_imds
+from tests.support.imds import ImdsServer
 from tests.support.moto_server import Moto, aws_test_env, running_moto
 
 
@@ -36,7 +36,7 @@ def moto() -> Iterator[Moto]:
 
 @pytest.fixture
 def imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[ImdsServer]:
-    with running_imds(region="eu-central-1") as server:
+    with ImdsServer(region="eu-central-1") as server:
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "false")
         monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.endpoint)
         yield server

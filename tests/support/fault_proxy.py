@@ -27,11 +27,12 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from enum import StrEnum
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.http_server import BackgroundHTTPServer
 
 PRINCIPAL = "arn:aws:sts::123456789012:assumed-role/eks-node-role/i-0123456789abcdef0"
 
@@ -115,7 +116,7 @@ def operation_of(path: str, headers: Any, body: bytes) -> str:
     return form.get("Action", [""])[0]
 
 
-class FaultProxy:
+class FaultProxy(BackgroundHTTPServer):
     def __init__(self, upstream: str, operation: str = "PutMetricData",
                  slow_delay: float = 2.0) -> None:
         parsed = urllib.parse.urlsplit(upstream)
@@ -127,15 +128,11 @@ class FaultProxy:
         self.forwarded = 0
         self.compressed = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="fault-proxy")
+        super().__init__(self._handler(), name="fault-proxy")
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self.host}:{self.port}"
 
     def add(self, *faults: Fault | Iterable[Fault]) -> None:
         with self._lock:
@@ -221,20 +218,3 @@ class FaultProxy:
             do_POST = do_GET = do_PUT = _handle
 
         return Handler
-
-    def start(self) -> FaultProxy:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@contextmanager
-def running_fault_proxy(upstream: str, **kwargs: Any) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(upstream, **kwargs).start()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.support.http_server import BackgroundHTTPServer
 
-class ImdsServer:
+
+class ImdsServer(BackgroundHTTPServer):
     """A loopback IMDSv2. ``paths`` maps a metadata path to its body; ``requests`` logs
     ``(method, path)``; ``fail_with`` (an HTTP status) makes every request fail."""
 
@@ -35,15 +34,11 @@ class ImdsServer:
         self.tokens: set[str] = set()
         self.requests: list[tuple[str, str]] = []
         self.fail_with: int | None = None
-        self._server = ThreadingHTTPServer((host, 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="imds")
+        super().__init__(self._handler(), host, name="imds")
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{self.host}:{self.port}/"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -82,20 +77,3 @@ class ImdsServer:
                 self._reply(200, body) if body is not None else self._reply(404)
 
         return Handler
-
-    def start(self) -> ImdsServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@contextmanager
-def running_imds(**kwargs: Any) -> Iterator[ImdsServer]:
-    server = ImdsServer(**kwargs).start()
-    try:
-        yield server
-    finally:
-        server.stop()

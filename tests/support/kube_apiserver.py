@@ -67,6 +67,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from tests.support.http_server import BackgroundHTTPServer
+
 Obj = dict[str, Any]
 
 DEFAULT_NAMESPACE = "kube-system"
@@ -1358,24 +1360,12 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return cert_file, key_file, ca_file
 
 
-class MetricsEndpoint:
+class MetricsEndpoint(BackgroundHTTPServer):
     """A stand-in aws-node metrics endpoint on a loopback address (a test pod's IP): answers
     every GET with a one-line page that echoes the path it was asked for."""
 
     def __init__(self, host: str = "127.0.0.31") -> None:
-        self.host = host
-        self._httpd = ThreadingHTTPServer((host, 0), _MetricsHandler)
-        self._httpd.daemon_threads = True
-        self.port = int(self._httpd.server_address[1])
-
-    def __enter__(self) -> MetricsEndpoint:
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__(_MetricsHandler, host, name="metrics-endpoint")
 
 
 class _MetricsHandler(BaseHTTPRequestHandler):

@@ -23,11 +23,13 @@ from collections.abc import Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.common.v1 import common_pb2
+
+from tests.support.http_server import BackgroundHTTPServer
 
 ExportRequest = metrics_service_pb2.ExportMetricsServiceRequest
 
@@ -171,11 +173,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
     receiver: HttpReceiver
 
 
-class HttpReceiver(_Recorder):
+class HttpReceiver(_Recorder, BackgroundHTTPServer):
     """An OTLP/HTTP receiver on ``http://127.0.0.1:<free port>``; ``endpoint`` is the base URL.
 
     Accepts POSTs on ``path`` only (404 elsewhere, so a wrong URL shows); ``status`` other than
@@ -183,31 +184,13 @@ class HttpReceiver(_Recorder):
     """
 
     def __init__(self, path: str = "/v1/metrics", status: int = 200) -> None:
-        super().__init__()
+        _Recorder.__init__(self)
+        BackgroundHTTPServer.__init__(self, _Handler, name="otlp-http-receiver",
+                                      server_class=_HttpServer)
+        cast(_HttpServer, self.httpd).receiver = self
         self.path = path
         self.status = status
-        self._server = _HttpServer(("127.0.0.1", 0), _Handler)
-        self._server.receiver = self
-        self.port = int(self._server.server_address[1])
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name="otlp-http-receiver",
-            daemon=True,
-        )
-
-    def start(self) -> HttpReceiver:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> HttpReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # -- wire-level helpers ----------------------------------------------------------------------

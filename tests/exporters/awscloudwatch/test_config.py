@@ -22,7 +22,7 @@ from pipeline import (
     MetricKind,
 )
 from pipeline.exporterhelper import RetrySettings
-from tests.support.imds import running_imds
+from tests.support.imds import ImdsServer
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -134,7 +134,7 @@ def _cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.Comp
 def test_shipped_config_validates_with_no_cluster_or_aws_at_hand() -> None:
     # IMDS enabled and every AWS endpoint pointed at a recording server on loopback: validate
     # must not ask any of them (nor need credentials, a region or a kubeconfig).
-    with running_imds() as recorder:
+    with ImdsServer() as recorder:
         result = _cli("validate", "--config", "configs/cloudwatch.yaml", "--nodes", "5000",
                       env_extra={"AWS_EC2_METADATA_DISABLED": "false",
                                  "AWS_EC2_METADATA_SERVICE_ENDPOINT": recorder.endpoint,

@@ -20,8 +20,8 @@ from pipeline import (
     Metric,
     MetricKind,
 )
-from tests.support.fault_proxy import running_fault_proxy
-from tests.support.imds import running_imds
+from tests.support.fault_proxy import FaultProxy
+from tests.support.imds import ImdsServer
 from tests.support.moto_server import Moto
 
 NS = "Kubernetes"
@@ -98,7 +98,7 @@ async def test_every_metric_dimension_unit_and_value_is_stored(
 async def test_cycles_coalesce_into_one_request_per_flush(
     moto: Moto, harness: Any, base_time: float
 ) -> None:
-    with running_fault_proxy(moto.endpoint) as proxy:
+    with FaultProxy(moto.endpoint) as proxy:
         exporter = await harness.start(harness.config(proxy.endpoint,
                                                       flush_interval=Duration(0.3)))
         for i in range(4):
@@ -119,7 +119,7 @@ async def test_large_cycle_splits_at_1000_datums_gzipped(
     metrics = [Metric("assignIPAddresses", MetricKind.GAUGE, float(n),
                       attributes=(("Node", f"ip-10-0-{n // 250}-{n % 250}"),))
                for n in range(2500)]
-    with running_fault_proxy(moto.endpoint) as proxy:
+    with FaultProxy(moto.endpoint) as proxy:
         exporter = await harness.start(harness.config(proxy.endpoint))
         await exporter.consume(cycle_batch(base_time, 0, metrics))
         await exporter.shutdown()
@@ -192,7 +192,7 @@ async def test_identity_from_imds_and_instance_tags(
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", moto.endpoint)
-    with running_imds(region="us-west-2", instance_id=instance) as imds:
+    with ImdsServer(region="us-west-2", instance_id=instance) as imds:
         monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "false")
         monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.endpoint)
         with caplog.at_level(logging.INFO):

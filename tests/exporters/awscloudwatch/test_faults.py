@@ -18,7 +18,7 @@ import pytest
 from exporters.awscloudwatch._client import map_error
 from pipeline import Batch, Cycle, Duration, Metric, MetricKind, RetryableExportError
 from pipeline.exporterhelper import AmbiguousExportError, RetrySettings
-from tests.support.fault_proxy import PRINCIPAL, Fault, running_fault_proxy
+from tests.support.fault_proxy import PRINCIPAL, Fault, FaultProxy
 from tests.support.moto_server import Moto
 
 NS = "Kubernetes"
@@ -69,7 +69,7 @@ async def test_requests_failed_before_moto_saw_them_land_exactly_once(
     moto: Moto, harness: Any, base_time: float
 ) -> None:
     times = [base_time + 30 * i for i in range(5)]
-    with running_fault_proxy(moto.endpoint) as proxy:
+    with FaultProxy(moto.endpoint) as proxy:
         # The first request meets six throttles in a row: more than botocore's own retries
         # (3 attempts) would survive. Then 500s and dropped connections for the others.
         proxy.add([Fault.THROTTLE] * 6, Fault.SERVER_ERROR, Fault.DROP_BEFORE,
@@ -94,7 +94,7 @@ async def test_requests_failed_before_moto_saw_them_land_exactly_once(
 async def test_answer_lost_after_moto_stored_it_is_a_counted_duplicate(
     moto: Moto, harness: Any, base_time: float
 ) -> None:
-    with running_fault_proxy(moto.endpoint) as proxy:
+    with FaultProxy(moto.endpoint) as proxy:
         proxy.add(Fault.DROP_AFTER)
         exporter = await harness.start(harness.config(proxy.endpoint))
         await exporter.consume(batch(base_time, 0))
@@ -108,7 +108,7 @@ async def test_answer_lost_after_moto_stored_it_is_a_counted_duplicate(
 async def test_slow_answer_within_read_timeout_is_not_resent(
     moto: Moto, harness: Any, base_time: float
 ) -> None:
-    with running_fault_proxy(moto.endpoint, slow_delay=1.0) as proxy:
+    with FaultProxy(moto.endpoint, slow_delay=1.0) as proxy:
         proxy.add(Fault.SLOW)
         exporter = await harness.start(harness.config(proxy.endpoint,
                                                       read_timeout=Duration(5)))
@@ -122,7 +122,7 @@ async def test_slow_answer_within_read_timeout_is_not_resent(
 async def test_slow_answer_past_read_timeout_is_resent_and_counted(
     moto: Moto, harness: Any, base_time: float
 ) -> None:
-    with running_fault_proxy(moto.endpoint, slow_delay=2.0) as proxy:
+    with FaultProxy(moto.endpoint, slow_delay=2.0) as proxy:
         proxy.add(Fault.SLOW)
         exporter = await harness.start(harness.config(proxy.endpoint,
                                                       read_timeout=Duration(0.5)))
@@ -136,7 +136,7 @@ async def test_slow_answer_past_read_timeout_is_resent_and_counted(
 async def test_access_denied_names_permission_and_principal_and_is_not_retried(
     moto: Moto, harness: Any, base_time: float, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with running_fault_proxy(moto.endpoint) as proxy:
+    with FaultProxy(moto.endpoint) as proxy:
         proxy.add(Fault.ACCESS_DENIED)
         exporter = await harness.start(harness.config(proxy.endpoint))
         with caplog.at_level(logging.ERROR):
@@ -154,7 +154,7 @@ async def test_full_queue_drops_the_oldest_request_only(
     moto: Moto, harness: Any, base_time: float, caplog: pytest.LogCaptureFixture
 ) -> None:
     times = [base_time + 30 * i for i in range(3)]
-    with running_fault_proxy(moto.endpoint) as proxy:
+    with FaultProxy(moto.endpoint) as proxy:
         proxy.add([Fault.THROTTLE] * 10_000)
         cfg = harness.config(proxy.endpoint, max_datums_held=1000, max_concurrent_requests=1,
                              retry_on_failure=RetrySettings(initial_interval=Duration(0.05),
