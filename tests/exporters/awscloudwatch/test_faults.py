@@ -65,6 +65,18 @@ async def send_cycles_one_request_each(exporter: Any, times: list[float]) -> Non
         await exporter.flush()
 
 
+async def one_cycle_meeting(fault: Fault, moto: Moto, harness: Any, base_time: float,
+                            slow_delay: float = 2.0, **config: Any) -> int:
+    """Send one cycle through the proxy, whose first request meets ``fault``; how many
+    requests reached moto."""
+    with FaultProxy(moto.endpoint, slow_delay=slow_delay) as proxy:
+        proxy.add(fault)
+        exporter = await harness.start(harness.config(proxy.endpoint, **config))
+        await exporter.consume(batch(base_time, 0))
+        await exporter.shutdown()
+        return proxy.forwarded
+
+
 async def test_requests_failed_before_moto_saw_them_land_exactly_once(
     moto: Moto, harness: Any, base_time: float
 ) -> None:
@@ -94,12 +106,7 @@ async def test_requests_failed_before_moto_saw_them_land_exactly_once(
 async def test_answer_lost_after_moto_stored_it_is_a_counted_duplicate(
     moto: Moto, harness: Any, base_time: float
 ) -> None:
-    with FaultProxy(moto.endpoint) as proxy:
-        proxy.add(Fault.DROP_AFTER)
-        exporter = await harness.start(harness.config(proxy.endpoint))
-        await exporter.consume(batch(base_time, 0))
-        await exporter.shutdown()
-        assert proxy.forwarded == 2
+    assert await one_cycle_meeting(Fault.DROP_AFTER, moto, harness, base_time) == 2
     assert copies(moto, NAMES, [base_time]) == {name: [2.0] for name in NAMES}
     assert harness.metric("exporter_possible_duplicate_datapoints_total") == 4
     assert harness.metric("exporter_sent_datapoints_total") == 4
@@ -108,13 +115,9 @@ async def test_answer_lost_after_moto_stored_it_is_a_counted_duplicate(
 async def test_slow_answer_within_read_timeout_is_not_resent(
     moto: Moto, harness: Any, base_time: float
 ) -> None:
-    with FaultProxy(moto.endpoint, slow_delay=1.0) as proxy:
-        proxy.add(Fault.SLOW)
-        exporter = await harness.start(harness.config(proxy.endpoint,
-                                                      read_timeout=Duration(5)))
-        await exporter.consume(batch(base_time, 0))
-        await exporter.shutdown()
-        assert proxy.forwarded == 1
+    forwarded = await one_cycle_meeting(Fault.SLOW, moto, harness, base_time, slow_delay=1.0,
+                                        read_timeout=Duration(5))
+    assert forwarded == 1
     assert copies(moto, NAMES, [base_time]) == {name: [1.0] for name in NAMES}
     assert harness.metric("exporter_retries_total") == 0
 
@@ -122,13 +125,9 @@ async def test_slow_answer_within_read_timeout_is_not_resent(
 async def test_slow_answer_past_read_timeout_is_resent_and_counted(
     moto: Moto, harness: Any, base_time: float
 ) -> None:
-    with FaultProxy(moto.endpoint, slow_delay=2.0) as proxy:
-        proxy.add(Fault.SLOW)
-        exporter = await harness.start(harness.config(proxy.endpoint,
-                                                      read_timeout=Duration(0.5)))
-        await exporter.consume(batch(base_time, 0))
-        await exporter.shutdown()
-        assert proxy.forwarded == 2
+    forwarded = await one_cycle_meeting(Fault.SLOW, moto, harness, base_time, slow_delay=2.0,
+                                        read_timeout=Duration(0.5))
+    assert forwarded == 2
     assert copies(moto, NAMES, [base_time]) == {name: [2.0] for name in NAMES}
     assert harness.metric("exporter_possible_duplicate_datapoints_total") == 4
 
