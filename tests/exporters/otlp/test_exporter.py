@@ -398,6 +398,20 @@ async def test_unreadable_tls_file_fails_start_naming_the_key(
 # -- failures: logged drops, never a hang, never our own retry -------------------------------------
 
 
+def endpoint_for(protocol: str, port: int) -> str:
+    return f"127.0.0.1:{port}" if protocol == "grpc" else f"http://127.0.0.1:{port}"
+
+
+async def send_until_given_up(exporter: Any, settings: Any, host: Any) -> None:
+    """Start, hand over one cycle, wait until the exporter gives its datapoints up, stop."""
+    await exporter.start(host)
+    try:
+        await exporter.consume(cluster_batch())
+        await wait_until(lambda: sample_value(settings, "exporter_failed_datapoints_total") > 0)
+    finally:
+        await exporter.shutdown()
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -408,18 +422,13 @@ def closed_port() -> int:
 async def test_dead_receiver_is_a_logged_drop_not_a_hang(
     protocol: str, make_settings: Any, host: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    port = closed_port()
-    endpoint = f"127.0.0.1:{port}" if protocol == "grpc" else f"http://127.0.0.1:{port}"
     settings = make_settings()
-    config = make_config(protocol=protocol, endpoint=endpoint, timeout=Duration(1))
-    exporter = factory.create(settings, config)
+    config = make_config(protocol=protocol, endpoint=endpoint_for(protocol, closed_port()),
+                         timeout=Duration(1))
     caplog.set_level(logging.WARNING)
     started = time.monotonic()
     async with asyncio.timeout(DEADLINE):
-        await exporter.start(host)
-        await exporter.consume(cluster_batch())
-        await wait_until(lambda: sample_value(settings, "exporter_failed_datapoints_total") > 0)
-        await exporter.shutdown()
+        await send_until_given_up(factory.create(settings, config), settings, host)
     assert time.monotonic() - started < DEADLINE
     assert sample_value(settings, "exporter_failed_datapoints_total") == 6
     assert sample_value(settings, "exporter_sent_datapoints_total") == 0
@@ -442,16 +451,11 @@ def black_hole() -> Iterator[int]:
 async def test_silent_receiver_is_cut_at_the_timeout(
     protocol: str, black_hole: int, make_settings: Any, host: Any
 ) -> None:
-    endpoint = f"127.0.0.1:{black_hole}"
     settings = make_settings()
     config = make_config(protocol=protocol, timeout=Duration(1),
-                         endpoint=endpoint if protocol == "grpc" else f"http://{endpoint}")
-    exporter = factory.create(settings, config)
+                         endpoint=endpoint_for(protocol, black_hole))
     async with asyncio.timeout(DEADLINE):
-        await exporter.start(host)
-        await exporter.consume(cluster_batch())
-        await wait_until(lambda: sample_value(settings, "exporter_failed_datapoints_total") > 0)
-        await exporter.shutdown()
+        await send_until_given_up(factory.create(settings, config), settings, host)
     assert sample_value(settings, "exporter_failed_datapoints_total") == 6
 
 
@@ -459,10 +463,9 @@ async def test_silent_receiver_is_cut_at_the_timeout(
 async def test_shutdown_during_a_hung_export_is_bounded(
     protocol: str, black_hole: int, make_settings: Any, host: Any
 ) -> None:
-    endpoint = f"127.0.0.1:{black_hole}"
     settings = make_settings()
     config = make_config(protocol=protocol, timeout=Duration(1),
-                         endpoint=endpoint if protocol == "grpc" else f"http://{endpoint}")
+                         endpoint=endpoint_for(protocol, black_hole))
     exporter = factory.create(settings, config)
     await exporter.start(host)
     await exporter.consume(cluster_batch(1))
@@ -487,13 +490,7 @@ async def test_permanent_refusal_is_sent_once(
                     if protocol == "grpc" else HttpReceiver(status=400))
     settings = make_settings()
     with rx:
-        exporter = factory.create(settings, make_config(rx))
-        await exporter.start(host)
-        try:
-            await exporter.consume(cluster_batch())
-            await wait_until(lambda: sample_value(settings, "exporter_failed_datapoints_total") > 0)
-        finally:
-            await exporter.shutdown()
+        await send_until_given_up(factory.create(settings, make_config(rx)), settings, host)
     assert len(rx.received) == 1  # neither the SDK nor we retried a permanent refusal
     assert any("gave up sending" in r.getMessage() for r in caplog.records)
 
@@ -504,12 +501,7 @@ async def test_retryable_refusal_is_retried_by_the_sdk_alone(
     settings = make_settings()
     with HttpReceiver(status=503) as rx:
         exporter = factory.create(settings, make_config(rx, timeout=Duration(2)))
-        await exporter.start(host)
-        try:
-            await exporter.consume(cluster_batch())
-            await wait_until(lambda: sample_value(settings, "exporter_failed_datapoints_total") > 0)
-        finally:
-            await exporter.shutdown()
+        await send_until_given_up(exporter, settings, host)
     # The SDK backs off 1s, 2s, ... within its 2 s deadline: at least one retry, and no more
     # attempts than its own limit (a second loop of ours would multiply them).
     assert 2 <= len(rx.received) <= 6
