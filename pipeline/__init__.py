@@ -37,6 +37,7 @@ from ._errors import (
     ThrottledError,
 )
 from ._model import (
+    METRIC_UNITS,
     Batch,
     Cycle,
     Distribution,
@@ -77,6 +78,7 @@ __all__ = [
     "FamilySet",
     "Host",
     "Kind",
+    "METRIC_UNITS",
     "Metric",
     "MetricKind",
     "MetricsConsumer",

@@ -116,6 +116,17 @@ class TargetScrape:
     duplicates: int = 0
 
 
+#: The names :attr:`Metric.unit` takes: CloudWatch's StandardUnit values (PutMetricData refuses
+#: anything else; the other exporters map them to their own).
+METRIC_UNITS = frozenset({
+    "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes",
+    "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count",
+    "Bytes/Second", "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second",
+    "Terabytes/Second", "Bits/Second", "Kilobits/Second", "Megabits/Second", "Gigabits/Second",
+    "Terabits/Second", "Count/Second", "None",
+})
+
+
 class MetricKind(StrEnum):
     """How an aggregated value is to be read downstream."""
 

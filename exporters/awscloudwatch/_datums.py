@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline import Distribution, Metric, MetricKind
+from pipeline import METRIC_UNITS, Distribution, Metric, MetricKind
 
 MAX_DATUMS_PER_REQUEST = 1000
 #: The API's limit is 1 MB of request body; our estimate of a datum's size is deliberately high,
@@ -36,13 +36,6 @@ CLUSTER_DIMENSION = "CLUSTER_ID"
 #: value: CloudWatch refuses empty ones.
 EMPTY_DIMENSION_VALUE = "unknown"
 
-STANDARD_UNITS = frozenset({
-    "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes",
-    "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count",
-    "Bytes/Second", "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second",
-    "Terabytes/Second", "Bits/Second", "Kilobits/Second", "Megabits/Second", "Gigabits/Second",
-    "Terabits/Second", "Count/Second", "None",
-})
 
 Datum = dict[str, Any]
 
@@ -136,7 +129,7 @@ def to_datums(metrics: Iterable[Metric], timestamp: float, options: DatumOptions
             out.rejected.append(Rejected(metric.name, metric.attributes, problem))
             continue
         unit = metric.unit
-        if unit not in STANDARD_UNITS:
+        if unit not in METRIC_UNITS:
             out.unknown_units.add(unit)
             unit = "None"
         datum: Datum = {

@@ -61,14 +61,6 @@ DEFAULT_OPERATION: dict[RuleType, Operation] = {
 DEFAULT_QUANTILE = 0.99
 DEFAULT_UNIT = "Count"
 
-#: CloudWatch's StandardUnit values (PutMetricData rejects anything else).
-CLOUDWATCH_UNITS = frozenset({
-    "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes",
-    "Terabytes", "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count",
-    "Bytes/Second", "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second",
-    "Terabytes/Second", "Bits/Second", "Kilobits/Second", "Megabits/Second", "Gigabits/Second",
-    "Terabits/Second", "Count/Second", "None",
-})
 
 #: Target attributes a ``group_by`` entry may name. ``node`` is ``Target.node``; the others are
 #: node metadata the receiver's Kubernetes discovery puts in ``Target.attributes``.

@@ -16,11 +16,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline import ComponentConfig, Duration
+from pipeline import METRIC_UNITS, ComponentConfig, Duration
 
 from ._rules import (
     ALLOWED_OPERATIONS,
-    CLOUDWATCH_UNITS,
     DEFAULT_OPERATION,
     DEFAULT_QUANTILE,
     DEFAULT_RULES,
@@ -155,7 +154,7 @@ def _resolve_one(
     operation = _operation(key, entry, base, rule_type, problems)
     quantile = _quantile(key, entry, base, rule_type, problems)
     unit = entry.unit if entry.unit is not None else (base.unit if base else DEFAULT_UNIT)
-    if unit not in CLOUDWATCH_UNITS:
+    if unit not in METRIC_UNITS:
         problems.append((f"{key}.unit", f"{unit!r} is not a CloudWatch unit (e.g. Count, "
                          "Milliseconds, Percent, Bytes)"))
     label_regex = _label_regex(key, entry, problems)
