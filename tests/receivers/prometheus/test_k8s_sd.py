@@ -7,6 +7,7 @@ target set before the next cycle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -555,18 +556,31 @@ async def test_direct_mode_scrapes_the_pod_ip(api: KubeAPIServer, started: Any,
     assert status == 200 and "awscni_eni_max 3" in body
 
 
+@contextlib.asynccontextmanager
+async def proxy_discovery(
+    api: KubeAPIServer, aws_node: tuple[str, int], tmp_path: Path,
+    logger: logging.LoggerAdapter[logging.Logger],
+) -> AsyncIterator[KubernetesDiscovery]:
+    """A synced proxy-mode discovery of one pod ``aws-node-a`` at ``aws_node`` on ``api``."""
+    ip, port = aws_node
+    api.add_pod("aws-node-a", ip, "n1", port=port)
+    discovery = KubernetesDiscovery(KubernetesSDConfig(
+        kubeconfig=str(api.write_kubeconfig(tmp_path / "kc")), mode="apiserver_proxy",
+        port=port, **FAST), logger)
+    try:
+        await discovery.start()
+        assert await discovery.wait_synced(SOON)
+        yield discovery
+    finally:
+        await discovery.shutdown()
+
+
 async def test_proxy_mode_scrapes_through_the_api_server(
     aws_node: tuple[str, int], tmp_path: Path, logger: logging.LoggerAdapter[logging.Logger],
 ) -> None:
     ip, port = aws_node
     with KubeAPIServer(token="proxy-token") as api:
-        api.add_pod("aws-node-a", ip, "n1", port=port)
-        discovery = KubernetesDiscovery(KubernetesSDConfig(
-            kubeconfig=str(api.write_kubeconfig(tmp_path / "kc")), mode="apiserver_proxy",
-            port=port, **FAST), logger)
-        try:
-            await discovery.start()
-            assert await discovery.wait_synced(SOON)
+        async with proxy_discovery(api, aws_node, tmp_path, logger) as discovery:
             (target,) = discovery.targets()
             assert target.address == f"{ip}:{port}"  # the resource is still the pod
             assert target.url == (
@@ -578,22 +592,13 @@ async def test_proxy_mode_scrapes_through_the_api_server(
             assert status == 200 and "awscni_eni_max 3" in body and "# path /metrics" in body
             # The headers are what makes it work.
             assert (await asyncio.to_thread(_fetch, target.url, context, {}))[0] == 401
-        finally:
-            await discovery.shutdown()
 
 
 async def test_proxy_mode_over_tls_gives_a_verifying_context(
     aws_node: tuple[str, int], tmp_path: Path, logger: logging.LoggerAdapter[logging.Logger],
 ) -> None:
-    ip, port = aws_node
     with KubeAPIServer(token="tls-token", tls=True) as api:
-        api.add_pod("aws-node-a", ip, "n1", port=port)
-        discovery = KubernetesDiscovery(KubernetesSDConfig(
-            kubeconfig=str(api.write_kubeconfig(tmp_path / "kc")), mode="apiserver_proxy",
-            port=port, **FAST), logger)
-        try:
-            await discovery.start()
-            assert await discovery.wait_synced(SOON)
+        async with proxy_discovery(api, aws_node, tmp_path, logger) as discovery:
             (target,) = discovery.targets()
             context, headers = discovery.request_options()
             assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
@@ -603,8 +608,6 @@ async def test_proxy_mode_over_tls_gives_a_verifying_context(
             with pytest.raises(urllib.error.URLError):
                 await asyncio.to_thread(_fetch, target.url, ssl.create_default_context(),
                                         headers)
-        finally:
-            await discovery.shutdown()
 
 
 async def test_proxy_mode_https_scheme_and_ipv6(api: KubeAPIServer, started: Any) -> None:
