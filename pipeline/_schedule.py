@@ -42,28 +42,25 @@ class Ticker:
         self._index = 0
         self.skipped = 0
 
-    def _due(self) -> float:
+    def _due(self) -> tuple[float, int]:
+        """(when the next tick is due, how many ticks that skips)."""
         now = self._clock()
         if self._last is None:
-            return aligned_tick(now, self.interval)
+            return aligned_tick(now, self.interval), 0
         due = self._last + self.interval
         if now > due + self.interval * 0.5:
             # We are late by more than half an interval: skip to the next aligned tick.
             nxt = aligned_tick(now, self.interval)
-            self.skipped += round((nxt - due) / self.interval)
-            return nxt
-        return due
+            return nxt, round((nxt - due) / self.interval)
+        return due, 0
 
     def next_due(self) -> float:
-        """When the tick ``next()`` would hand out now is due (nothing is counted as skipped)."""
-        skipped = self.skipped
-        try:
-            return self._due()
-        finally:
-            self.skipped = skipped
+        """When the tick ``next()`` would hand out now is due."""
+        return self._due()[0]
 
     async def next(self) -> Cycle:
-        due = self._due()
+        due, skipped = self._due()
+        self.skipped += skipped
         delay = due - self._clock()
         if delay > 0:
             await asyncio.sleep(delay)
