@@ -768,78 +768,31 @@ def test_the_wrong_context_is_named(tmp_path: Path, api: KubeAPIServer) -> None:
     assert cfg.host == api.url
 
 
-# --- configs/kubernetes -----------------------------------------------------------------------
+# --- the Helm chart's RBAC ---------------------------------------------------------------------
+# tests/charts checks that the chart grants exactly what a config's discovery reads; here the API
+# server allows only that, and discovery (and scraping through the proxy) still works.
 
-MANIFESTS = Path(__file__).resolve().parents[3] / "configs" / "kubernetes"
 
-
-def _docs(name: str) -> list[dict[str, Any]]:
+@pytest.mark.parametrize(("mode", "node_metadata"), [
+    ("direct", False), ("apiserver_proxy", False), ("direct", True),
+])
+async def test_the_charts_rbac_is_enough(
+    mode: str, node_metadata: bool, api: KubeAPIServer, aws_node: tuple[str, int], started: Any,
+) -> None:
     import yaml
 
-    return [d for d in yaml.safe_load_all((MANIFESTS / name).read_text()) if d]
+    from scripts.render_manifests import render
+    from tests.charts.kube_objects import granted, parse
 
-
-def _rules(docs: list[dict[str, Any]], role: str) -> set[tuple[str, str]]:
-    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"
-                       and d["metadata"]["name"] == role]
-    return {(resource, verb) for rule in cluster_role["rules"] for resource in rule["resources"]
-            for verb in rule["verbs"] if rule["apiGroups"] == [""]}
-
-
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
-
-
-@pytest.mark.parametrize("name", ["rbac.yaml", "deployment.yaml", "configmap.yaml"])
-def test_manifests_are_valid_kubernetes_objects(name: str) -> None:
-    """Each object survives the client's typed models unchanged: a misspelt or misplaced field
-    would be dropped (or refused) on the way."""
-    from kubernetes import client
-
-    api_client = client.ApiClient()
-    for doc in _docs(name):
-        group_version = doc["apiVersion"].split("/")[-1].capitalize()
-        model = api_client.deserialize(json.dumps(doc), f"{group_version}{doc['kind']}",
-                                       "application/json")
-        assert _without_nulls(api_client.sanitize_for_serialization(model)) == doc
-
-
-def test_rbac_grants_what_discovery_reads_and_nothing_else() -> None:
-    docs = _docs("rbac.yaml")
-    assert _rules(docs, "cni-pipeline-pods") == {("pods", "get"), ("pods", "list"),
-                                                 ("pods", "watch")}
-    assert _rules(docs, "cni-pipeline-pod-proxy") == {("pods/proxy", "get")}
-    assert _rules(docs, "cni-pipeline-nodes") == {("nodes", "get"), ("nodes", "list"),
-                                                  ("nodes", "watch")}
-    (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
-    assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
-    bindings = [d for d in docs if d["kind"].endswith("Binding")]
-    assert sorted(b["roleRef"]["name"] for b in bindings) == [
-        "cni-pipeline-nodes", "cni-pipeline-pod-proxy", "cni-pipeline-pods"]
-    for binding in bindings:
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cni-pipeline",
-                                        "namespace": account["metadata"]["namespace"]}]
-        if binding["kind"] == "RoleBinding":  # pods: only where aws-node runs
-            assert binding["metadata"]["namespace"] == "kube-system"
-
-
-@pytest.mark.parametrize(("mode", "node_metadata", "roles"), [
-    ("direct", False, ["cni-pipeline-pods"]),
-    ("apiserver_proxy", False, ["cni-pipeline-pods", "cni-pipeline-pod-proxy"]),
-    ("direct", True, ["cni-pipeline-pods", "cni-pipeline-nodes"]),
-])
-async def test_rbac_rules_are_enough(
-    mode: str, node_metadata: bool, roles: list[str], api: KubeAPIServer,
-    aws_node: tuple[str, int], started: Any,
-) -> None:
-    """The API server allows only what rbac.yaml grants for this config, and discovery (and
-    scraping through the proxy) still works."""
-    docs = _docs("rbac.yaml")
-    api.permitted = set().union(*(_rules(docs, role) for role in roles))
+    sd = {"mode": mode, "node_metadata": node_metadata}
+    config = {"receivers": {"prometheus": {"kubernetes_sd": sd}},
+              "processors": {"cni_aggregate": {}}, "exporters": {"debug": {}},
+              "service": {"pipelines": {"metrics": {"receivers": ["prometheus"],
+                                                    "processors": ["cni_aggregate"],
+                                                    "exporters": ["debug"]}}}}
+    objects = parse(render({"config": yaml.safe_dump(config)}))
+    # The test API server checks (resource, verb); the pods are in the namespace the Role is in.
+    api.permitted = {(resource, verb) for _, resource, verb in granted(objects)}
     ip, port = aws_node
     api.add_node("n1", zone="us-east-1a")
     api.add_pod("aws-node-a", ip, "n1", port=port)
@@ -853,61 +806,3 @@ async def test_rbac_rules_are_enough(
         api.permitted -= {("pods/proxy", "get")}
         status, body = await asyncio.to_thread(_fetch, target.url, context, headers)
         assert status == 403 and json.loads(body)["reason"] == "Forbidden"
-
-
-def test_deployment_runs_the_configmap_config() -> None:
-    import yaml
-
-    (deployment,) = _docs("deployment.yaml")
-    (configmap,) = _docs("configmap.yaml")
-    (account,) = [d for d in _docs("rbac.yaml") if d["kind"] == "ServiceAccount"]
-    spec = deployment["spec"]["template"]["spec"]
-    (container,) = spec["containers"]
-    assert container["args"] == ["--config", "/etc/cni-pipeline/config.yaml"]
-    assert spec["serviceAccountName"] == account["metadata"]["name"]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
-    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "config"]
-    (volume,) = [v for v in spec["volumes"] if v["name"] == "config"]
-    assert mount["mountPath"] == "/etc/cni-pipeline/config.yaml"
-    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
-    assert mount["subPath"] in configmap["data"]
-    port = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert port["telemetry"] == 8888
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "telemetry"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "telemetry"}
-    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-
-    config = yaml.safe_load(configmap["data"][mount["subPath"]])
-    assert config["service"]["telemetry"]["endpoint"].endswith(":8888")
-    # Every setting in the ConfigMap is one configs/cloudwatch.yaml has, with the same value,
-    # so it is as valid as that file (whose own tests load it).
-    reference = yaml.safe_load((MANIFESTS.parent / "cloudwatch.yaml").read_text())
-
-    def assert_within(part: Any, ref: Any, path: str) -> None:
-        if isinstance(part, dict) and part:
-            assert isinstance(ref, dict), path
-            for key, value in part.items():
-                assert key in ref, f"{path}.{key} is not in configs/cloudwatch.yaml"
-                assert_within(value, ref[key], f"{path}.{key}")
-        else:
-            assert part == ref, path
-
-    assert_within(config, reference, "config")
-
-
-def test_configmap_config_passes_validate(tmp_path: Path) -> None:
-    import subprocess
-
-    import yaml
-
-    (configmap,) = _docs("configmap.yaml")
-    path = tmp_path / "config.yaml"
-    path.write_text(configmap["data"]["config.yaml"])
-    env = {"PATH": "/usr/bin:/bin", "AWS_EC2_METADATA_DISABLED": "true"}
-    result = subprocess.run([sys.executable, "-m", "pipeline", "validate", "--config", str(path)],
-                            capture_output=True, text=True, timeout=60, env=env, check=False,
-                            cwd=MANIFESTS.parents[1])
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert yaml.safe_load(path.read_text())["receivers"]["prometheus"]["kubernetes_sd"][
-        "label_selector"] == "k8s-app=aws-node"
