@@ -201,6 +201,18 @@ def test_rbac_inputs_must_be_literal(key: str, fields: dict[str, str]) -> None:
         render({"config": config_text({"prometheus": sd(**fields)})})
 
 
+@pytest.mark.parametrize(("values", "where"), [
+    ({"serviceMonitor": {"enable": True}}, "/serviceMonitor"),
+    ({"config": {"receivers": {}}}, "/config"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+])
+def test_values_schema_refuses_misspelt_or_mistyped_values(values: dict[str, Any],
+                                                           where: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=f"at '{where}'"):
+        render(values)
+    assert helm.lint(CHART, values)["errors"]
+
+
 def test_a_config_that_is_not_a_mapping_is_refused() -> None:
     with pytest.raises(helm.HelmRenderError, match="config: not a YAML mapping"):
         render({"config": "receivers: [unclosed"})
@@ -282,6 +294,15 @@ def test_values_reach_the_pod(rendered: dict[str, list[Obj]]) -> None:
     assert container(rendered["image-override"])["image"] == override
     account = only(rendered["irsa"], "ServiceAccount")
     assert account["metadata"]["annotations"] == VARIANTS["irsa"]["serviceAccount"]["annotations"]
+
+
+def test_unquoted_env_numbers_keep_their_digits() -> None:
+    """Helm reads an unquoted number as a float; the pod still gets 60, not 6e+01."""
+    env = container_env(objects_of({"env": {"METRIC_UPDATE_INTERVAL": 60,
+                                            "AWS_CLUSTER_ID": 12345678901234,
+                                            "USE_PROMETHEUS": True}}))
+    assert (env["METRIC_UPDATE_INTERVAL"], env["AWS_CLUSTER_ID"], env["USE_PROMETHEUS"]) == (
+        "60", "12345678901234", "true")
 
 
 def test_names_follow_the_release_and_overrides() -> None:

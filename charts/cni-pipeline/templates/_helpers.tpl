@@ -48,6 +48,16 @@ chart's appVersion. */}}
 {{- end }}
 {{- end }}
 
+{{/* An env value as text. Helm reads unquoted numbers as floats: a whole one is written as an
+integer (60, not 6e+01), so `METRIC_UPDATE_INTERVAL: 60` means what it says. */}}
+{{- define "cni-pipeline.envValue" -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) }}
+{{- int64 . }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
 {{/* The path the ConfigMap's config is mounted at. */}}
 {{- define "cni-pipeline.configPath" -}}
 /etc/cni-pipeline/config.yaml
