@@ -37,7 +37,8 @@ def only(objects: Iterable[Obj], kind: str) -> Obj:
 
 def container(objects: list[Obj]) -> Obj:
     (main,) = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return main
+    found: Obj = main
+    return found
 
 
 def container_env(objects: list[Obj]) -> dict[str, str]:
