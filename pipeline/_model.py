@@ -155,6 +155,13 @@ class Metric:
     CloudWatch's unit names (``Count``, ``Milliseconds``, ``Percent``). ``derived`` marks values
     computed from other metrics (available IPs, utilisation, coverage), which the CloudWatch
     exporter sends only when asked.
+
+    What exporters name and describe a metric by travels with it, so that no exporter keeps a
+    table of a processor's output names: ``description`` says what the value of one cycle is
+    (for a counter, what it counts; an exporter serving running totals frames it so);
+    ``source`` is the scraped family the value aggregates ("" for values computed from others,
+    and for self-metrics); ``quantile`` the summary quantile it reads, if any. A processor shares
+    these objects between cycles (they come from its rules), so they cost nothing per cycle.
     """
 
     name: str
@@ -165,6 +172,8 @@ class Metric:
     derived: bool = False
     description: str = ""
     distribution: Distribution | None = None
+    source: str = ""
+    quantile: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,8 +200,15 @@ def _histogram_metric(rule: Rule, contributions: list[Contribution], attributes:
     else:
         distribution = _merge_histograms(contributions)
         value = distribution.count
-    return Metric(rule.name, rule.metric_kind, value, rule.unit, attributes, False,
-                  rule.description, distribution)
+    return rule_metric(rule, rule.metric_kind, value, attributes, distribution)
+
+
+def rule_metric(rule: Rule, kind: MetricKind, value: float, attributes: Attributes,
+                distribution: Distribution | None = None) -> Metric:
+    """A rule's metric: what exporters name and describe it by comes from the rule, shared
+    objects rather than copies made per cycle."""
+    return Metric(rule.name, kind, value, rule.unit, attributes, False, rule.description,
+                  distribution, rule.family, rule.quantile)
 
 
 def _merge_histograms(contributions: list[Contribution]) -> Distribution:
@@ -264,7 +271,7 @@ class _Combined:
             value = min(self.lows)
         else:
             value = (exact_sum(self.sums) + 0.0) / self.n
-        return Metric(rule.name, kind, value, rule.unit, attributes, False, rule.description)
+        return rule_metric(rule, kind, value, attributes)
 
 
 class _RuleFacts:
@@ -657,8 +664,9 @@ def plan(rules: Sequence[Rule], group_by: Sequence[str], shape: ClusterShape) ->
 
 def _planned_block(rules: Sequence[Rule], attributes: Attributes) -> list[Metric]:
     metrics = [
-        Metric(rule.name, rule.metric_kind, 0.0, rule.unit, attributes, False, rule.description,
-               Distribution((), (0.0,)) if rule.metric_kind is MetricKind.DISTRIBUTION else None)
+        rule_metric(rule, rule.metric_kind, 0.0, attributes,
+                    Distribution((), (0.0,)) if rule.metric_kind is MetricKind.DISTRIBUTION
+                    else None)
         for rule in rules
     ]
     gauges = {rule.name for rule in rules if rule.metric_kind is MetricKind.GAUGE}

@@ -143,40 +143,91 @@ class Rule:
         return True
 
 
-def _counter(name: str, family: str, description: str) -> Rule:
-    return Rule(name, family, RuleType.COUNTER, Operation.SUM, description=description)
+#: The aws-node families' own HELP texts (amazon-vpc-cni-k8s ``prometheusmetrics.go``), what a
+#: rule's default description says the cluster value is made of; other families are named as is.
+FAMILY_HELP: dict[str, str] = {
+    "awscni_add_ip_req_count": "the number of add IP address requests",
+    "awscni_assigned_ip_addresses": "the number of IP addresses assigned to pods",
+    "awscni_aws_api_error_count": "the number of times AWS API returns an error",
+    "awscni_aws_api_latency_ms": "AWS API call latency",
+    "awscni_aws_utils_error_count": "the number of errors not handled in awsutils library",
+    "awscni_del_ip_req_count": "the number of delete IP address requests",
+    "awscni_eni_allocated": "the number of ENIs allocated",
+    "awscni_eni_max": "the maximum number of ENIs that can be attached to the instance",
+    "awscni_ipamd_action_inprogress": "the number of ipamd actions in progress",
+    "awscni_ipamd_error_count": "the number of errors encountered in ipamd",
+    "awscni_ip_max": "the maximum number of IP addresses that can be allocated",
+    "awscni_pod_eni_error_count": "the number of errors encountered for pod ENIs",
+    "awscni_reconcile_count": "the number of times ipamd reconciles on ENIs and IPs",
+    "awscni_total_ip_addresses": "the total number of IP addresses",
+    "awscni_total_ipv4_prefixes": "the total number of IPv4 prefixes",
+    "awscni_assigned_ip_per_cidr": "the number of IP addresses assigned per cidr",
+    "awscni_force_removed_enis": "the number of ENIs force removed while they had assigned pods",
+    "awscni_force_removed_ips": "the number of IPs force removed while they had assigned pods",
+    "awscni_ec2api_req_count": "the number of requests made to EC2 APIs by CNI",
+    "awscni_ec2api_error_count": "the number of failed EC2 APIs requests",
+}
+
+_PODS = "the cluster's aws-node pods"
+_LEADS = {Operation.SUM: "Sum", Operation.MAX: "Highest", Operation.MIN: "Lowest",
+          Operation.AVG: "Mean"}
 
 
-def _gauge(name: str, family: str, description: str) -> Rule:
-    return Rule(name, family, RuleType.GAUGE, Operation.SUM, description=description)
+def describe(family: str, rule_type: RuleType, operation: Operation,
+             quantile: float | None = None) -> str:
+    """A rule's default description: what one cycle's value is, from the family's meaning and how
+    nodes combine. A counter's (or histogram's) says what is counted, without a time span: the
+    value is the cycle's increase, and an exporter serving running totals prefixes its own
+    ("Total since this exporter started, ")."""
+    what = FAMILY_HELP.get(family, family)
+    if operation is Operation.COUNT:
+        return f"Number of {_PODS} reporting: {what}"
+    if rule_type is RuleType.SUMMARY:
+        return f"{_LEADS[operation]} {quantile:g} quantile of {what} across aws-node pods"
+    if rule_type in (RuleType.COUNTER, RuleType.HISTOGRAM):
+        return f"Over {_PODS}, of: {what}"
+    if operation is Operation.AVG:
+        return f"Mean over every series of {_PODS} of: {what}"
+    return f"{_LEADS[operation]} over {_PODS} of: {what}"
+
+
+def _rule(name: str, family: str, rule_type: RuleType, operation: Operation,
+          quantile: float | None = None, unit: str = DEFAULT_UNIT) -> Rule:
+    return Rule(name, family, rule_type, operation, quantile, unit,
+                description=describe(family, rule_type, operation, quantile))
+
+
+def _counter(name: str, family: str) -> Rule:
+    return _rule(name, family, RuleType.COUNTER, Operation.SUM)
+
+
+def _gauge(name: str, family: str) -> Rule:
+    return _rule(name, family, RuleType.GAUGE, Operation.SUM)
 
 
 #: DESIGN.md's table, in its order.
 DEFAULT_RULES: tuple[Rule, ...] = (
-    _counter("addReqCount", "awscni_add_ip_req_count", "Add-IP requests in the cycle"),
-    _gauge("assignIPAddresses", "awscni_assigned_ip_addresses", "IP addresses assigned to pods"),
-    _counter("awsAPIErr", "awscni_aws_api_error_count", "AWS API errors in the cycle"),
-    Rule(
-        "awsAPILatency", "awscni_aws_api_latency_ms", RuleType.SUMMARY, Operation.MAX,
-        quantile=DEFAULT_QUANTILE, unit="Milliseconds",
-        description="Highest p99 AWS API latency of any node and API",
-    ),
-    _counter("awsUtilErr", "awscni_aws_utils_error_count", "AWS utility errors in the cycle"),
-    _counter("delReqCount", "awscni_del_ip_req_count", "Delete-IP requests in the cycle"),
-    _gauge("eniAllocated", "awscni_eni_allocated", "ENIs allocated"),
-    _gauge("eniMaxAvailable", "awscni_eni_max", "ENIs the nodes can attach"),
-    _gauge("ipamdActionInProgress", "awscni_ipamd_action_inprogress", "ipamd actions in progress"),
-    _counter("ipamdErr", "awscni_ipamd_error_count", "ipamd errors in the cycle"),
-    _gauge("maxIPAddresses", "awscni_ip_max", "IP addresses the nodes can hold"),
-    _counter("podENIErr", "awscni_pod_eni_error_count", "Pod ENI errors in the cycle"),
-    _counter("reconcileCount", "awscni_reconcile_count", "ipamd reconciles in the cycle"),
-    _gauge("totalIPAddresses", "awscni_total_ip_addresses", "IP addresses allocated to nodes"),
-    _gauge("totalIPv4Prefixes", "awscni_total_ipv4_prefixes", "IPv4 prefixes allocated"),
-    _gauge("totalAssignedIPv4sPerCidr", "awscni_assigned_ip_per_cidr", "IPs assigned per CIDR"),
-    _counter("forceRemoveENI", "awscni_force_removed_enis", "ENIs force-removed in the cycle"),
-    _counter("forceRemoveIPs", "awscni_force_removed_ips", "IPs force-removed in the cycle"),
-    _counter("ec2ApiReqCount", "awscni_ec2api_req_count", "EC2 API requests in the cycle"),
-    _counter("ec2ApiErrCount", "awscni_ec2api_error_count", "EC2 API errors in the cycle"),
+    _counter("addReqCount", "awscni_add_ip_req_count"),
+    _gauge("assignIPAddresses", "awscni_assigned_ip_addresses"),
+    _counter("awsAPIErr", "awscni_aws_api_error_count"),
+    _rule("awsAPILatency", "awscni_aws_api_latency_ms", RuleType.SUMMARY, Operation.MAX,
+          quantile=DEFAULT_QUANTILE, unit="Milliseconds"),
+    _counter("awsUtilErr", "awscni_aws_utils_error_count"),
+    _counter("delReqCount", "awscni_del_ip_req_count"),
+    _gauge("eniAllocated", "awscni_eni_allocated"),
+    _gauge("eniMaxAvailable", "awscni_eni_max"),
+    _gauge("ipamdActionInProgress", "awscni_ipamd_action_inprogress"),
+    _counter("ipamdErr", "awscni_ipamd_error_count"),
+    _gauge("maxIPAddresses", "awscni_ip_max"),
+    _counter("podENIErr", "awscni_pod_eni_error_count"),
+    _counter("reconcileCount", "awscni_reconcile_count"),
+    _gauge("totalIPAddresses", "awscni_total_ip_addresses"),
+    _gauge("totalIPv4Prefixes", "awscni_total_ipv4_prefixes"),
+    _gauge("totalAssignedIPv4sPerCidr", "awscni_assigned_ip_per_cidr"),
+    _counter("forceRemoveENI", "awscni_force_removed_enis"),
+    _counter("forceRemoveIPs", "awscni_force_removed_ips"),
+    _counter("ec2ApiReqCount", "awscni_ec2api_req_count"),
+    _counter("ec2ApiErrCount", "awscni_ec2api_error_count"),
 )
 
 # -- derived metrics: always computed, marked ``derived`` (CloudWatch sends them only if asked) --

@@ -30,6 +30,7 @@ from ._rules import (
     Operation,
     Rule,
     RuleType,
+    describe,
 )
 
 DEFAULT_STALENESS = Duration(300.0)
@@ -59,6 +60,8 @@ class RuleConfig:
     labels: dict[str, str] = field(default_factory=dict)
     #: Only series whose label values fully match these regular expressions.
     label_regex: dict[str, str] = field(default_factory=dict)
+    #: What the value is, shown by the OTLP and Prometheus exporters. Default: made of the
+    #: family's meaning and how nodes combine (see ``describe``).
     description: str | None = None
     enabled: bool = True
 
@@ -163,8 +166,10 @@ def _resolve_one(
     else:
         labels = base.labels if base else ()
         label_regex = base.label_regex if base else ()
+    # Unset, it is worked out again (not kept from the default rule): an entry that changes a
+    # default rule's operation or quantile must not keep a text describing the old ones.
     description = entry.description if entry.description is not None else (
-        base.description if base else f"{operation.value} of {family} over targets")
+        describe(family, rule_type, operation, quantile))
     return Rule(name, family, rule_type, operation, quantile, unit, labels, label_regex,
                 description)
 
