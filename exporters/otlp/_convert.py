@@ -13,10 +13,12 @@ Mapping (the names stay CloudWatch's, case kept, so a dashboard reads the same n
   running total kept by :class:`RunningTotals`, starting where that series was first seen.
 - ``MetricKind.DISTRIBUTION`` -> explicit-bucket ``Histogram`` with the same temporality rule.
 - Every point is stamped with the cycle's time; group-by dimensions are point attributes.
+- Names, descriptions and units are the metric's own; whether a sum is monotonic follows its kind.
 - Per-target series (``per_target: true``) go under one resource per target. The scrape does not
-  keep ``# TYPE`` lines, so counters are told by name (:func:`is_counter_series`) and sent as
-  cumulative monotonic sums starting at the target's ``process_start_time_seconds``; everything else
-  is a gauge. NaN and infinite samples are skipped, as the aggregation skips them.
+  keep ``# TYPE`` lines, so counters are told by name (:func:`is_counter_series`: a counter's
+  suffix) or by the batch's aggregates (a family some counter aggregate has as its ``source``),
+  and sent as cumulative monotonic sums starting at the target's ``process_start_time_seconds``;
+  everything else is a gauge. NaN and infinite samples are skipped, as the aggregation skips them.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ __all__ = [
     "SeriesKey",
     "cluster_metrics",
     "count_points",
+    "counter_sources",
     "is_counter_series",
     "target_metrics",
     "target_resource",
@@ -75,14 +78,6 @@ _UNITS = {
     "Count/Second": "1/s",
 }
 
-#: aws-node counter families whose names carry no counter suffix (DESIGN.md's table and
-#: amazon-vpc-cni-k8s ``prometheusmetrics.go``).
-_COUNTER_FAMILIES = frozenset({
-    "awscni_force_removed_enis",
-    "awscni_force_removed_ips",
-    "awscni_no_available_ip_addresses",
-    "awscni_unrecovered_checkpoint_entries",
-})
 _COUNTER_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
 
 _DELTA = AggregationTemporality.DELTA
@@ -99,14 +94,21 @@ def unit_of(cloudwatch_unit: str) -> str:
     return _UNITS.get(cloudwatch_unit, cloudwatch_unit)
 
 
-def is_counter_series(family: str, series_name: str) -> bool:
+def is_counter_series(family: str, series_name: str, counters: frozenset[str] = frozenset()
+                      ) -> bool:
     """Whether a scraped series is a counter, judged by name since ``# TYPE`` is not kept.
 
     True for names ending ``_total``/``_count``/``_sum``/``_bucket`` (counters, and the
-    cumulative parts of summaries and histograms) and for the aws-node counter families that
-    have no suffix.
+    cumulative parts of summaries and histograms) and for ``counters``: families without a
+    suffix that the batch's aggregates read as counters (:func:`counter_sources`).
     """
-    return series_name.endswith(_COUNTER_SUFFIXES) or family in _COUNTER_FAMILIES
+    return series_name.endswith(_COUNTER_SUFFIXES) or family in counters
+
+
+def counter_sources(batch: Batch) -> frozenset[str]:
+    """The families the batch's counter aggregates were made from (their ``source``): what the
+    aggregating processor's rules read as counters, whatever the page's ``# TYPE`` said."""
+    return frozenset(m.source for m in batch.metrics if m.kind is MetricKind.COUNTER and m.source)
 
 
 # -- cumulative state ------------------------------------------------------------------------
@@ -300,10 +302,12 @@ def target_metrics(
     time: int,
     default_start: int,
     families: frozenset[str] | None = None,
+    counters: frozenset[str] = frozenset(),
 ) -> list[Metric]:
     """One target's scraped series as OTLP metrics, plus ``up`` (1 or 0), Prometheus-style.
 
-    ``families`` limits the families forwarded (``None`` = all). Counter series start at the
+    ``families`` limits the families forwarded (``None`` = all); ``counters`` are families read
+    as counters though their names carry no counter suffix. Counter series start at the
     target's ``process_start_time_seconds`` when known, else at ``default_start``.
     """
     start = to_nanos(scrape.process_start_time) if scrape.process_start_time else default_start
@@ -318,7 +322,7 @@ def target_metrics(
             if not math.isfinite(value):
                 continue
             name, labels = _parsed(series)
-            if is_counter_series(family, name):
+            if is_counter_series(family, name, counters):
                 sums.setdefault(name, []).append(_number_point(labels, start, time, value))
             else:
                 gauges.setdefault(name, []).append(_number_point(labels, 0, time, value))
@@ -361,8 +365,9 @@ def to_metrics_data(
         }
         time = to_nanos(batch.cycle.time)
         start = to_nanos(default_start) if default_start else 0
+        counters = counter_sources(batch)
         for scrape in batch.targets:
-            metrics = target_metrics(scrape, time, start, families)
+            metrics = target_metrics(scrape, time, start, families, counters)
             resources.append(ResourceMetrics(
                 resource=Resource(target_resource(scrape, base)),
                 scope_metrics=[ScopeMetrics(scope=scope, metrics=metrics, schema_url="")],

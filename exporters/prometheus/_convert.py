@@ -1,19 +1,32 @@
 """Cluster aggregates as Prometheus metric families: naming, units and running totals. Pure.
 
-Names. An aggregate is named after the aws-node family it comes from, as the Go
-cni-metrics-helper did for the six gauges it served (``awscni_eni_max``, ``awscni_ip_max``,
-``awscni_eni_allocated``, ``awscni_total_ip_addresses``, ``awscni_assigned_ip_addresses``,
-``awscni_total_ipv4_prefixes``), so those keep their names and, at cluster level, carry no label.
-The rest follow Prometheus conventions, which ``promtool check metrics`` enforces:
+Names and HELP texts come from the metric alone (no table of a processor's output names here):
 
+- a metric with a ``source`` (the aws-node family it aggregates) is named after that family, as the
+  Go cni-metrics-helper named the six gauges it served (``awscni_eni_max``, ``awscni_ip_max``,
+  ``awscni_eni_allocated``, ``awscni_total_ip_addresses``, ``awscni_assigned_ip_addresses``,
+  ``awscni_total_ipv4_prefixes``), which keep their names and, at cluster level, carry no label;
+- a metric without one (derived metrics, self-metrics, third-party processors) is ``awscni_`` plus
+  its name in snake case, acronyms kept whole (``nodesReportingIPs`` ->
+  ``awscni_nodes_reporting_ips``, ``totalAssignedIPv4sPerCidr`` ->
+  ``awscni_total_assigned_ipv4s_per_cidr``);
+- a quantile is ``_p`` and its percentage without the point: 0.5 -> ``_p50``, 0.9 -> ``_p90``,
+  0.99 -> ``_p99``, 0.999 -> ``_p999``;
+- units are base units in the name, as ``promtool check metrics`` wants: awsAPILatency
+  (``awscni_aws_api_latency_ms``, milliseconds, the highest p99 across nodes) is served in seconds
+  as ``awscni_aws_api_latency_p99_seconds`` (the family's own unit word gives way);
+  ``Percent`` becomes a ``_ratio``;
 - counters are running totals since the exporter started (the sum of the cycles' increases) with
-  a ``_total`` suffix: ``addReqCount`` -> ``awscni_add_ip_req_count_total``;
-- units are base units in the name: awsAPILatency (milliseconds, the highest p99 across nodes) is
-  served in seconds as ``awscni_aws_api_latency_p99_seconds``; ``Percent`` becomes a ``_ratio``;
-- distributions are histograms with cumulative buckets (running, like counters);
-- names not in the table (derived metrics, third-party processors) become ``awscni_`` plus the
-  name in snake case; group-by attributes become labels (``topology.kubernetes.io/zone`` ->
+  a ``_total`` suffix: ``addReqCount`` -> ``awscni_add_ip_req_count_total``; distributions are
+  histograms with cumulative buckets (running, like counters);
+- two metrics that would share a name (two rules reading one family: a count beside a sum, or
+  label-filtered subsets) do not: the first one seen keeps it for the exporter's lifetime, the
+  other is named after itself (``awscni_`` + snake case);
+- group-by attributes become labels (``topology.kubernetes.io/zone`` ->
   ``topology_kubernetes_io_zone``).
+
+HELP is the metric's description; a counter's or histogram's is prefixed "Total since this
+exporter started, " since the value served is a running total, not one cycle's increase.
 
 A family is served while the latest cycle has it: a gauge that no target reported any more leaves
 the page, a counter's running total is kept and goes on from where it was if it comes back.
@@ -36,95 +49,87 @@ __all__ = [
     "NumberSample",
     "label_name",
     "prometheus_name",
+    "quantile_suffix",
     "snake_case",
 ]
 
 Labels = tuple[tuple[str, str], ...]
+#: What a metric's served name is made of: name, source, quantile, unit, kind.
+_NameKey = tuple[str, str, float | None, str, MetricKind]
 
-#: CloudWatch name -> the aws-node family it aggregates (DESIGN.md's table); base names, before
-#: the unit and ``_total`` suffixes are added.
-_BASE_NAMES = {
-    "addReqCount": "awscni_add_ip_req_count",
-    "assignIPAddresses": "awscni_assigned_ip_addresses",
-    "awsAPIErr": "awscni_aws_api_error_count",
-    "awsAPILatency": "awscni_aws_api_latency_p99",
-    "awsUtilErr": "awscni_aws_utils_error_count",
-    "delReqCount": "awscni_del_ip_req_count",
-    "eniAllocated": "awscni_eni_allocated",
-    "eniMaxAvailable": "awscni_eni_max",
-    "ipamdActionInProgress": "awscni_ipamd_action_inprogress",
-    "ipamdErr": "awscni_ipamd_error_count",
-    "maxIPAddresses": "awscni_ip_max",
-    "podENIErr": "awscni_pod_eni_error_count",
-    "reconcileCount": "awscni_reconcile_count",
-    "totalIPAddresses": "awscni_total_ip_addresses",
-    "totalIPv4Prefixes": "awscni_total_ipv4_prefixes",
-    "totalAssignedIPv4sPerCidr": "awscni_assigned_ip_per_cidr",
-    "forceRemoveENI": "awscni_force_removed_enis",
-    "forceRemoveIPs": "awscni_force_removed_ips",
-    "ec2ApiReqCount": "awscni_ec2api_req_count",
-    "ec2ApiErrCount": "awscni_ec2api_error_count",
-}
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    """A CloudWatch unit served in a Prometheus base unit: the factor to it, the name's suffix,
+    and the unit words a source family's name may end with, which the suffix replaces."""
 
-_SUM = "Sum over the cluster's aws-node pods of: "
-_INCREASE = "Total since this exporter started, over the cluster's aws-node pods, of: "
-#: HELP texts: the aws-node family's own HELP (amazon-vpc-cni-k8s prometheusmetrics.go), saying
-#: how the cluster value is made of it. A metric's own description wins over these.
-_HELP = {
-    "addReqCount": _INCREASE + "the number of add IP address requests",
-    "assignIPAddresses": _SUM + "the number of IP addresses assigned to pods",
-    "awsAPIErr": _INCREASE + "the number of times AWS API returns an error",
-    "awsAPILatency": "Highest 0.99 quantile of AWS API call latency across aws-node pods",
-    "awsUtilErr": _INCREASE + "the number of errors not handled in awsutils library",
-    "delReqCount": _INCREASE + "the number of delete IP address requests",
-    "eniAllocated": _SUM + "the number of ENIs allocated",
-    "eniMaxAvailable": _SUM + "the maximum number of ENIs that can be attached to the instance",
-    "ipamdActionInProgress": _SUM + "the number of ipamd actions in progress",
-    "ipamdErr": _INCREASE + "the number of errors encountered in ipamd",
-    "maxIPAddresses": _SUM + "the maximum number of IP addresses that can be allocated",
-    "podENIErr": _INCREASE + "the number of errors encountered for pod ENIs",
-    "reconcileCount": _INCREASE + "the number of times ipamd reconciles on ENIs and IPs",
-    "totalIPAddresses": _SUM + "the total number of IP addresses",
-    "totalIPv4Prefixes": _SUM + "the total number of IPv4 prefixes",
-    "totalAssignedIPv4sPerCidr": _SUM + "the number of IP addresses assigned per cidr",
-    "forceRemoveENI": _INCREASE + "the number of ENIs force removed while they had assigned pods",
-    "forceRemoveIPs": _INCREASE + "the number of IPs force removed while they had assigned pods",
-    "ec2ApiReqCount": _INCREASE + "the number of requests made to EC2 APIs by CNI",
-    "ec2ApiErrCount": _INCREASE + "the number of failed EC2 APIs requests",
-}
+    factor: float
+    suffix: str
+    words: tuple[str, ...] = ()
 
-#: CloudWatch unit -> (factor to the base unit, name suffix).
-_UNITS: Mapping[str, tuple[float, str]] = {
-    "Seconds": (1.0, "_seconds"),
-    "Milliseconds": (1e-3, "_seconds"),
-    "Microseconds": (1e-6, "_seconds"),
-    "Bytes": (1.0, "_bytes"),
-    "Percent": (0.01, "_ratio"),
+
+_UNITS: Mapping[str, _Unit] = {
+    "Seconds": _Unit(1.0, "_seconds", ("_seconds",)),
+    "Milliseconds": _Unit(1e-3, "_seconds", ("_milliseconds", "_ms")),
+    "Microseconds": _Unit(1e-6, "_seconds", ("_microseconds", "_us")),
+    "Bytes": _Unit(1.0, "_bytes", ("_bytes",)),
+    "Percent": _Unit(0.01, "_ratio", ("_percent",)),
 }
+_AS_IS = _Unit(1.0, "")
 
 _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_:]")
 _INVALID_LABEL_CHARS = re.compile(r"[^A-Za-z0-9_]")
-_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+#: The words of a camelCase name: an acronym (two capitals or more, with a version such as
+#: ``v4`` and a plural ``s``: ``IPs``, ``IPv4s``, ``API``), a word, a lone capital, digits.
+_WORD = re.compile(r"[A-Z]{2,}(?:[a-z][0-9]+)?s?(?![a-z])|[A-Z]?[a-z]+[0-9]*|[A-Z]|[0-9]+")
 
 
 def snake_case(name: str) -> str:
-    """``availableIPAddresses`` -> ``available_ip_addresses``."""
-    return _CAMEL_BOUNDARY.sub("_", name).lower()
+    """``availableIPAddresses`` -> ``available_ip_addresses``, ``nodesReportingIPs`` ->
+    ``nodes_reporting_ips``, ``ec2ApiReqCount`` -> ``ec2_api_req_count``; characters that are
+    neither letters nor digits separate words."""
+    return "_".join(_WORD.findall(name)).lower()
 
 
-def _scale(unit: str) -> float:
-    return _UNITS.get(unit, (1.0, ""))[0]
+def quantile_suffix(quantile: float) -> str:
+    """``_p`` and the quantile as a percentage without its point, at least two digits: 0.5 ->
+    ``_p50``, 0.9 -> ``_p90``, 0.99 -> ``_p99``, 0.999 -> ``_p999``, 0.05 -> ``_p05``, 1 ->
+    ``_p100``. Distinct quantiles (to six decimals) get distinct suffixes."""
+    if quantile >= 1.0:
+        return "_p100"
+    digits = f"{quantile:.6f}".split(".")[1].rstrip("0")
+    return "_p" + digits.ljust(2, "0")
 
 
-def prometheus_name(metric: Metric) -> str:
-    """The family name for an aggregate (for a counter, including ``_total``)."""
-    base = _BASE_NAMES.get(metric.name) or "awscni_" + snake_case(metric.name)
+def _unit(unit: str) -> _Unit:
+    return _UNITS.get(unit, _AS_IS)
+
+
+def _base_name(metric: Metric, unit: _Unit) -> str:
+    """The name before the unit and ``_total`` suffixes: the source family (its unit word
+    dropped, the quantile added), else ``awscni_`` and the metric's name in snake case."""
+    if not metric.source:
+        return "awscni_" + snake_case(metric.name)
+    base = metric.source
+    for word in unit.words:
+        if base.endswith(word):
+            base = base[: -len(word)]
+            break
+    if metric.quantile is not None:
+        base += quantile_suffix(metric.quantile)
+    return base
+
+
+def prometheus_name(metric: Metric, *, own: bool = False) -> str:
+    """The family name for an aggregate (for a counter, including ``_total``). ``own``: named
+    after the metric's own name even when it has a source (to tell apart two metrics whose
+    source would give them one name)."""
+    unit = _unit(metric.unit)
+    base = "awscni_" + snake_case(metric.name) if own else _base_name(metric, unit)
     base = _INVALID_NAME_CHARS.sub("_", base)
     if base[0].isdigit():
         base = "_" + base
-    suffix = _UNITS.get(metric.unit, (1.0, ""))[1]
-    if suffix and not base.endswith(suffix):
-        base += suffix
+    if unit.suffix and not base.endswith(unit.suffix):
+        base += unit.suffix
     if metric.kind is MetricKind.COUNTER and not base.endswith("_total"):
         base += "_total"
     return base
@@ -219,11 +224,28 @@ class Exposition:
         self._const: Labels = tuple(sorted((const_labels or {}).items()))
         self._counters: dict[tuple[str, Labels], float] = {}
         self._histograms: dict[tuple[str, Labels], _RunningHistogram] = {}
+        #: What a metric is served as, worked out once per distinct metric (the fields its name
+        #: is made of), and which metric name holds each served name.
+        self._names: dict[_NameKey, str] = {}
+        self._holders: dict[str, str] = {}
+
+    def name_of(self, metric: Metric) -> str:
+        """The served name: :func:`prometheus_name`, unless a metric of another name already
+        holds it, then the metric's own (``awscni_`` + snake case)."""
+        key = (metric.name, metric.source, metric.quantile, metric.unit, metric.kind)
+        name = self._names.get(key)
+        if name is None:
+            name = prometheus_name(metric)
+            if self._holders.setdefault(name, metric.name) != metric.name:
+                name = prometheus_name(metric, own=True)
+                self._holders.setdefault(name, metric.name)
+            self._names[key] = name
+        return name
 
     def update(self, batch: Batch) -> tuple[Family, ...]:
         groups: dict[str, tuple[Metric, dict[Labels, NumberSample | HistogramSample]]] = {}
         for metric in batch.metrics:
-            name = prometheus_name(metric)
+            name = self.name_of(metric)
             first, samples = groups.setdefault(name, (metric, {}))
             if metric.kind is not first.kind:
                 continue  # one family, one type: the first metric of a name decides
@@ -238,7 +260,7 @@ class Exposition:
 
     def _sample(self, name: str, metric: Metric) -> NumberSample | HistogramSample | None:
         labels = _labels(metric.attributes, self._const)
-        scale = _scale(metric.unit)
+        scale = _unit(metric.unit).factor
         if metric.kind is MetricKind.DISTRIBUTION:
             if metric.distribution is None:
                 return None
@@ -264,12 +286,18 @@ _TYPES: Mapping[MetricKind, Literal["gauge", "counter", "histogram"]] = {
 }
 
 
+#: Before a counter's or histogram's description: the metric is one cycle's increase, what is
+#: served adds those up.
+RUNNING_TOTAL = "Total since this exporter started, "
+
+
 def _help(metric: Metric) -> str:
-    """The table's text for a known name (it describes what is served: for a counter the running
-    total, where a processor's description speaks of one cycle), else the metric's own."""
-    if metric.name in _HELP:
-        return _HELP[metric.name]
+    """The metric's description, as a sentence; for counters and histograms, said of the
+    running total served."""
     text = metric.description or f"cluster-wide {metric.name} (cni-pipeline aggregate)"
     if metric.kind is not MetricKind.GAUGE:
-        return "Running total since this exporter started of the cycles' values: " + text
+        # Lower the first letter of a word, not of an acronym ("AWS ...", "ENIs ...").
+        if text[1:2].islower():
+            text = text[:1].lower() + text[1:]
+        return RUNNING_TOTAL + text
     return text[:1].upper() + text[1:]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from pipeline import ClusterShape, ComponentSettings, Kind, Metric
 
-from ._convert import prometheus_name
+from ._convert import Exposition
 from .config import PrometheusExporterConfig
 from .exporter import PrometheusExporter
 
@@ -27,7 +27,8 @@ class PrometheusExporterFactory:
         self, config: PrometheusExporterConfig, metrics: Sequence[Metric], shape: ClusterShape
     ) -> list[str]:
         """What ``validate`` tells the user (no network call, nothing bound)."""
-        families = sorted({prometheus_name(m) for m in metrics})
+        names = Exposition()  # names as the exporter gives them, a shared name told apart
+        families = sorted({names.name_of(m) for m in metrics})
         return [
             f"serves {len(metrics)} series in {len(families)} families on "
             f"http://{config.endpoint}/metrics",

@@ -19,6 +19,7 @@ from exporters.otlp._convert import (
     RunningTotals,
     cluster_metrics,
     count_points,
+    counter_sources,
     is_counter_series,
     target_metrics,
     target_resource,
@@ -76,7 +77,7 @@ def test_unit_of(cloudwatch: str, ucum: str) -> None:
     ("awscni_aws_api_latency_ms", "awscni_aws_api_latency_ms_sum", True),
     ("awscni_aws_api_latency_ms", "awscni_aws_api_latency_ms_count", True),
     ("awscni_aws_api_latency_ms", "awscni_aws_api_latency_ms", False),  # a quantile
-    ("awscni_force_removed_enis", "awscni_force_removed_enis", True),  # no suffix, known
+    ("awscni_force_removed_enis", "awscni_force_removed_enis", False),  # no suffix, not told
     ("awscni_connmark_reconcile_total", "awscni_connmark_reconcile_total", True),
     ("x", "x_bucket", True),
     ("awscni_eni_max", "awscni_eni_max", False),
@@ -84,6 +85,18 @@ def test_unit_of(cloudwatch: str, ucum: str) -> None:
 ])
 def test_is_counter_series(family: str, series: str, expected: bool) -> None:
     assert is_counter_series(family, series) is expected
+
+
+def test_a_family_without_suffix_is_a_counter_when_a_counter_aggregate_reads_it() -> None:
+    batch = Batch(cycle=cycle(1), metrics=(
+        Metric("forceRemoveENI", MetricKind.COUNTER, 1.0, source="awscni_force_removed_enis"),
+        Metric("eniMaxAvailable", MetricKind.GAUGE, 1.0, source="awscni_eni_max"),
+        Metric("availableIPAddresses", MetricKind.COUNTER, 1.0),  # no source
+    ))
+    counters = counter_sources(batch)
+    assert counters == {"awscni_force_removed_enis"}
+    assert is_counter_series("awscni_force_removed_enis", "awscni_force_removed_enis", counters)
+    assert not is_counter_series("awscni_eni_max", "awscni_eni_max", counters)
 
 
 def test_to_nanos_is_exact_for_whole_and_fractional_seconds() -> None:
@@ -231,7 +244,9 @@ def test_target_metrics_types_by_name_and_skip_nan() -> None:
             ('awscni_aws_api_latency_ms_count{api="GetMetadata"}', 82716.0),
         ],
     )
-    metrics = {m.name: m for m in target_metrics(page, to_nanos(T0 + 30), 0)}
+    # force_removed_enis has no counter suffix: the batch's counter aggregates tell it apart.
+    counters = frozenset({"awscni_force_removed_enis"})
+    metrics = {m.name: m for m in target_metrics(page, to_nanos(T0 + 30), 0, counters=counters)}
     assert isinstance(metrics["up"].data, Gauge) and metrics["up"].data.data_points[0].value == 1.0
     assert isinstance(metrics["awscni_eni_max"].data, Gauge)
     for name in ("awscni_add_ip_req_count", "awscni_force_removed_enis",

@@ -11,7 +11,8 @@ import yaml
 
 from exporters.prometheus import PrometheusExporterConfig, factory
 from exporters.prometheus.config import parse_endpoint
-from pipeline import ClusterShape, Kind, Metric, MetricKind
+from pipeline import ClusterShape, Kind
+from tests.exporters.aggregates import aggregate
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
@@ -49,9 +50,9 @@ def test_each_bad_value_names_its_key(changes: dict[str, Any], key: str) -> None
 
 
 def test_describe_plan_lists_the_families() -> None:
-    metrics = [Metric("eniMaxAvailable", MetricKind.GAUGE, 0.0),
-               Metric("eniMaxAvailable", MetricKind.GAUGE, 0.0, attributes=(("zone", "a"),)),
-               Metric("addReqCount", MetricKind.COUNTER, 0.0)]
+    metrics = [aggregate("eniMaxAvailable", 0.0),
+               aggregate("eniMaxAvailable", 0.0, (("zone", "a"),)),
+               aggregate("addReqCount", 0.0)]
     lines = factory.describe_plan(PrometheusExporterConfig(), metrics, ClusterShape())
     assert "3 series in 2 families" in lines[0] and "0.0.0.0:61681" in lines[0]
     assert lines[1] == "families: awscni_add_ip_req_count_total, awscni_eni_max"

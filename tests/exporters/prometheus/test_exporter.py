@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.prometheus import PrometheusExporter, PrometheusExporterConfig, factory
 from pipeline import Batch, ComponentError, Cycle, Distribution, Metric, MetricKind
+from tests.exporters.aggregates import aggregate
 from tests.support.prom_server import PROMTOOL, missing_reason, promtool_check_metrics
 
 T0 = 1_800_000_000.0
@@ -32,15 +33,15 @@ GO_GAUGES = {
 def full_batch(n: int = 1, add: float = 7.0) -> Batch:
     """Every kind of aggregate: the Go tool's six gauges, counters, latency, a derived ratio,
     group-by series and a histogram."""
-    metrics = [Metric(name, MetricKind.GAUGE, value) for name, (_, value) in GO_GAUGES.items()]
+    metrics = [aggregate(name, value) for name, (_, value) in GO_GAUGES.items()]
     metrics += [
-        Metric("totalIPAddresses", MetricKind.GAUGE, 64.0, attributes=ZONE_A),
-        Metric("totalIPAddresses", MetricKind.GAUGE, 32.0, attributes=ZONE_B),
-        Metric("addReqCount", MetricKind.COUNTER, add),
-        Metric("addReqCount", MetricKind.COUNTER, add - 2, attributes=ZONE_A),
-        Metric("awsAPIErr", MetricKind.COUNTER, 0.0),
-        Metric("awsAPILatency", MetricKind.GAUGE, 812.0, unit="Milliseconds"),
-        Metric("ipamdActionInProgress", MetricKind.GAUGE, 1.0),
+        aggregate("totalIPAddresses", 64.0, ZONE_A),
+        aggregate("totalIPAddresses", 32.0, ZONE_B),
+        aggregate("addReqCount", add),
+        aggregate("addReqCount", add - 2, ZONE_A),
+        aggregate("awsAPIErr", 0.0),
+        aggregate("awsAPILatency", 812.0),
+        aggregate("ipamdActionInProgress", 1.0),
         Metric("ipUtilization", MetricKind.GAUGE, 42.5, unit="Percent", derived=True),
         Metric("availableIPAddresses", MetricKind.GAUGE, 55.0, derived=True,
                description="IPs not assigned to pods"),
@@ -178,7 +179,7 @@ async def test_two_instances_side_by_side_share_nothing(make_settings: Any, host
     try:
         await first.consume(full_batch())
         await second.consume(Batch(cycle=Cycle(time=T0, previous=T0 - 30), metrics=(
-            Metric("eniMaxAvailable", MetricKind.GAUGE, 1.0),)))
+            aggregate("eniMaxAvailable", 1.0),)))
         _, one = await asyncio.to_thread(fetch, first.port)
         _, two = await asyncio.to_thread(fetch, second.port)
     finally:

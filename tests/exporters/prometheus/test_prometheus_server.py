@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from exporters.prometheus import PrometheusExporterConfig, factory
-from pipeline import Batch, Cycle, Metric, MetricKind
+from pipeline import Batch, Cycle
+from tests.exporters.aggregates import aggregate
 from tests.support.prom_server import PROMETHEUS, PromServer, missing_reason
 
 pytestmark = pytest.mark.skipif(
@@ -23,15 +24,15 @@ ZONE_A = (("zone", "us-west-2a"),)
 
 def batch(n: int, add: float) -> Batch:
     return Batch(cycle=Cycle(time=T0 + 30 * n, previous=T0 + 30 * (n - 1)), metrics=(
-        Metric("eniMaxAvailable", MetricKind.GAUGE, 45.0),
-        Metric("maxIPAddresses", MetricKind.GAUGE, 690.0),
-        Metric("eniAllocated", MetricKind.GAUGE, 9.0),
-        Metric("totalIPAddresses", MetricKind.GAUGE, 96.0),
-        Metric("totalIPAddresses", MetricKind.GAUGE, 64.0, attributes=ZONE_A),
-        Metric("assignIPAddresses", MetricKind.GAUGE, 41.0 + n),
-        Metric("totalIPv4Prefixes", MetricKind.GAUGE, 0.0),
-        Metric("addReqCount", MetricKind.COUNTER, add),
-        Metric("awsAPILatency", MetricKind.GAUGE, 250.0, unit="Milliseconds"),
+        aggregate("eniMaxAvailable", 45.0),
+        aggregate("maxIPAddresses", 690.0),
+        aggregate("eniAllocated", 9.0),
+        aggregate("totalIPAddresses", 96.0),
+        aggregate("totalIPAddresses", 64.0, ZONE_A),
+        aggregate("assignIPAddresses", 41.0 + n),
+        aggregate("totalIPv4Prefixes", 0.0),
+        aggregate("addReqCount", add),
+        aggregate("awsAPILatency", 250.0),
     ))
 
 
