@@ -15,7 +15,14 @@ from pipeline import ClusterShape, ConfigError, Duration, Kind, MetricKind
 from processors.cni_aggregate import CniAggregateConfig, RuleConfig, factory
 from processors.cni_aggregate._rules import DEFAULT_RULES, Operation, RuleType
 from processors.cni_aggregate.config import resolve_rules
-from tests.processors.cni_aggregate._fleet import RecordingSink, settings
+from tests.processors.cni_aggregate._fleet import (
+    RecordingSink,
+    batch,
+    series,
+    settings,
+    target,
+    up,
+)
 
 DESIGN = Path(__file__).resolve().parents[4] / "shared" / "DESIGN.md"
 
@@ -81,6 +88,65 @@ def test_override_changes_only_what_it_sets_and_keeps_the_table_position() -> No
     assert latency.quantile == 0.9
     assert (latency.family, latency.operation, latency.unit) == (
         "awscni_aws_api_latency_ms", Operation.MAX, "Milliseconds")
+
+
+@pytest.mark.parametrize(("entry", "description"), [
+    # A default rule keeps its text until something it speaks of changes.
+    (RuleConfig(name="eniAllocated", unit="None"),
+     "Sum over the cluster's aws-node pods of: the number of ENIs allocated"),
+    (RuleConfig(name="awsAPILatency", quantile=0.9),
+     "Highest 0.9 quantile of AWS API call latency across aws-node pods"),
+    (RuleConfig(name="awsAPILatency", operation="avg"),
+     "Mean 0.99 quantile of AWS API call latency across aws-node pods"),
+    (RuleConfig(name="addReqCount", type="gauge", operation="max"),
+     "Highest over the cluster's aws-node pods of: the number of add IP address requests"),
+    # A new rule: the family's meaning when it is an aws-node family we know, else its name.
+    (RuleConfig(name="nodesReportingIPs", family="awscni_assigned_ip_addresses", type="gauge",
+                operation="count"),
+     "Number of the cluster's aws-node pods reporting: the number of IP addresses assigned to "
+     "pods"),
+    (RuleConfig(name="meanThing", family="acme_thing", type="gauge", operation="avg"),
+     "Mean over every series of the cluster's aws-node pods of: acme_thing"),
+    (RuleConfig(name="lowThing", family="acme_thing", type="gauge", operation="min"),
+     "Lowest over the cluster's aws-node pods of: acme_thing"),
+    (RuleConfig(name="throttled", family="awscni_ec2api_throttled", type="counter"),
+     "Over the cluster's aws-node pods, of: awscni_ec2api_throttled"),
+    (RuleConfig(name="setup", family="acme_setup_seconds", type="histogram"),
+     "Over the cluster's aws-node pods, of: acme_setup_seconds"),
+    # The user's own text wins.
+    (RuleConfig(name="awsAPILatency", quantile=0.5, description="median latency"),
+     "median latency"),
+])
+def test_descriptions(entry: RuleConfig, description: str) -> None:
+    rules, found = resolve_rules(CniAggregateConfig(rules=[entry]))
+    assert found == []
+    (rule,) = [r for r in rules if r.name == entry.name]
+    assert rule.description == description
+
+
+async def test_metrics_carry_their_rules_source_quantile_and_description() -> None:
+    """What exporters name and describe a metric by comes with it, shared with the rule."""
+    config = CniAggregateConfig(rules=[RuleConfig(name="awsAPILatency", quantile=0.9)])
+    sink = RecordingSink()
+    proc = factory.create(settings(), config, sink)
+    await proc.start(host=None)  # type: ignore[arg-type]
+    node = target("node-a")
+    latency = "awscni_aws_api_latency_ms"
+    await proc.consume(batch(0, [up(node, 0, {
+        latency: [(series(latency, api="x", quantile="0.9"), 5.0)],
+        "awscni_eni_max": [(series("awscni_eni_max"), 4.0)],
+    })]))
+    await proc.shutdown()
+    metrics = {m.name: m for m in sink.batches[0].metrics if not m.attributes}
+    rules = {r.name: r for r in resolve_rules(config)[0]}
+    for name in ("awsAPILatency", "eniMaxAvailable"):
+        metric, rule = metrics[name], rules[name]
+        assert (metric.source, metric.quantile, metric.description) == (
+            rule.family, rule.quantile, rule.description)
+    assert metrics["awsAPILatency"].quantile == 0.9 and metrics["awsAPILatency"].value == 5.0
+    # Derived and coverage metrics aggregate no one family, and say what they are.
+    for name in ("targetsReporting", "targetsDiscovered"):
+        assert metrics[name].source == "" and metrics[name].description
 
 
 def test_disable_a_default_and_add_rules() -> None:
