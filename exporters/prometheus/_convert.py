@@ -288,7 +288,7 @@ _TYPES: Mapping[MetricKind, Literal["gauge", "counter", "histogram"]] = {
 
 #: Before a counter's or histogram's description: the metric is one cycle's increase, what is
 #: served adds those up.
-RUNNING_TOTAL = "Total since this exporter started, "
+_RUNNING_TOTAL = "Total since this exporter started, "
 
 
 def _help(metric: Metric) -> str:
@@ -299,5 +299,5 @@ def _help(metric: Metric) -> str:
         # Lower the first letter of a word, not of an acronym ("AWS ...", "ENIs ...").
         if text[1:2].islower():
             text = text[:1].lower() + text[1:]
-        return RUNNING_TOTAL + text
+        return _RUNNING_TOTAL + text
     return text[:1].upper() + text[1:]
