@@ -271,7 +271,10 @@ class _Combined:
             value = min(self.lows)
         else:
             value = (exact_sum(self.sums) + 0.0) / self.n
-        return rule_metric(rule, kind, value, attributes)
+        # rule_metric's call written out: with group_by: [node] this runs for every rule on
+        # every node, and the extra call was a tenth of a metric's cost.
+        return Metric(rule.name, kind, value, rule.unit, attributes, False, rule.description,
+                      None, rule.family, rule.quantile)
 
 
 class _RuleFacts:
