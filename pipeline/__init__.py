@@ -55,7 +55,7 @@ from ._model import (
 )
 from ._schedule import Ticker, aligned_tick
 from ._telemetry import Telemetry
-from ._units import ByteSize, Duration
+from ._units import ByteSize, Duration, parse_endpoint
 
 __all__ = [
     "ClusterShape",
@@ -103,6 +103,7 @@ __all__ = [
     "ThrottledError",
     "Ticker",
     "aligned_tick",
+    "parse_endpoint",
     "parse_series",
     "union_families",
     "union_series",

@@ -20,6 +20,7 @@ from ._component import ComponentConfig, ComponentID, Kind
 from ._decode import Problems, join, overlay, to_data
 from ._errors import ConfigError, RegistryError
 from ._registry import Registry
+from ._units import Duration, parse_endpoint
 
 _ENV_REF = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _WHOLE_REF = re.compile(r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
@@ -42,8 +43,8 @@ class TelemetryConfig:
     #: Empty: the --log-level flag, else AWS_VPC_K8S_CNI_LOGLEVEL, else info.
     log_level: LogLevel = ""
     log_format: Literal["", "text", "json"] = ""
-    #: /readyz turns 503 when a component has been failing for longer than this (seconds).
-    unhealthy_after: float = 300.0
+    #: /readyz turns 503 when a component has been failing for longer than this.
+    unhealthy_after: Duration = Duration(300)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,20 +135,70 @@ def expand_env(node: Any, env: Mapping[str, str], path: str, problems: Problems)
 # -- loading -------------------------------------------------------------------------------------
 
 
-def load_config(path: str, registry: Registry, env: Mapping[str, str] | None = None) -> Config:
+def _duplicate_keys(node: yaml.Node, path: str, problems: Problems) -> None:
+    """Report every key written twice in one mapping, at any depth (YAML says keys are unique;
+    PyYAML would silently keep the last one, hiding half of what the user wrote)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else ""
+            line = key_node.start_mark.line + 1
+            if key and key != "<<" and key in seen:
+                problems.append(
+                    (join(path, key), f"duplicate key at line {line} (first at line {seen[key]})")
+                )
+            seen.setdefault(key, line)
+            _duplicate_keys(value_node, join(path, key), problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, join(path, i), problems)
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    loader = yaml.SafeLoader(text)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        problems: Problems = []
+        _duplicate_keys(node, "", problems)
+        if problems:
+            raise ConfigError(source, problems)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def read_config_text(path: str) -> str:
+    """A config file's text: UTF-8 (a BOM is accepted); any other content is a ConfigError."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except IsADirectoryError as exc:
+        raise ConfigError(path, [("", "cannot read config file: is a directory")]) from exc
     except OSError as exc:
         raise ConfigError(path, [("", f"cannot read config file: {exc.strerror or exc}")]) from exc
-    return load_config_text(text, path, registry, env)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            path, [("", f"not UTF-8 text: byte {exc.start} ({raw[exc.start]:#04x}) is not UTF-8; "
+                        "save the file as UTF-8")]
+        ) from exc
+    if "\x00" in text:
+        raise ConfigError(path, [("", "not UTF-8 text: the file holds NUL bytes (binary?)")])
+    return text
+
+
+def load_config(path: str, registry: Registry, env: Mapping[str, str] | None = None) -> Config:
+    return load_config_text(read_config_text(path), path, registry, env)
 
 
 def load_config_text(
     text: str, source: str, registry: Registry, env: Mapping[str, str] | None = None
 ) -> Config:
     try:
-        data = yaml.safe_load(text)
+        data = _parse_yaml(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -176,7 +227,9 @@ def build_config(
         )
     data = expand_env(data, os.environ if env is None else env, "", problems)
     if problems:  # unset variables only; decoding the blanks left behind would add noise
-        raise ConfigError(source, problems)
+        raise ConfigError(
+            source, problems, note="(the rest of the file is checked once these variables are set)"
+        )
     known = {"receivers", "processors", "exporters", "service"}
     for key in data:
         if key not in known:
@@ -185,6 +238,7 @@ def build_config(
         kind: _load_components(kind, data.get(kind.plural), registry, problems) for kind in Kind
     }
     service = overlay(ServiceConfig(), data.get("service"), "service", problems)
+    _check_telemetry(service.telemetry, problems)
     declared = {
         kind: {str(k) for k in data.get(kind.plural) or {}}
         if isinstance(data.get(kind.plural), dict)
@@ -231,13 +285,27 @@ def _load_components(
                 (path, f'unknown {kind} type "{cid.type}" (known {kind.plural}: {known})')
             )
             continue
-        before = len(problems)
         config = overlay(factory.default_config(), value, path, problems)
-        if len(problems) == before:
-            for key, message in config.validate():
-                problems.append((join(path, key) if key else path, message))
+        # Validated even when some keys did not decode (those keep their defaults), so every
+        # problem of the file shows in one run rather than in rounds.
+        try:
+            checks = list(config.validate())
+        except Exception as exc:  # a component's validate() that trips over a default
+            checks = [("", f"could not be validated: {exc}")]
+        for key, message in checks:
+            problems.append((join(path, key) if key else path, message))
         result[cid] = config
     return result
+
+
+def _check_telemetry(telemetry: TelemetryConfig, problems: Problems) -> None:
+    if telemetry.endpoint:
+        try:
+            parse_endpoint(telemetry.endpoint, "0.0.0.0:8888")
+        except ValueError as exc:
+            problems.append(("service.telemetry.endpoint", str(exc)))
+    if telemetry.unhealthy_after <= 0:
+        problems.append(("service.telemetry.unhealthy_after", "must be more than 0s"))
 
 
 def _check_pipelines(

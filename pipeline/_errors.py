@@ -26,10 +26,12 @@ class PipelineError(Exception):
 class ConfigError(PipelineError):
     """One or more config problems; each names the source file and the full key path."""
 
-    def __init__(self, source: str, problems: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, source: str, problems: Sequence[tuple[str, str]], note: str = "") -> None:
         self.source = source
         self.problems = list(problems)
-        super().__init__("\n".join(self.lines()))
+        #: Set when checking stopped early: says what was not checked yet, and why.
+        self.note = note
+        super().__init__("\n".join(self.lines() + ([note] if note else [])))
 
     def lines(self) -> list[str]:
         prefix = f"{self.source}: " if self.source else ""

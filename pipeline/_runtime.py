@@ -14,19 +14,9 @@ from ._graph import Graph, build_graph
 from ._logging import component_logger
 from ._registry import Registry
 from ._telemetry import Telemetry, TelemetryServer
+from ._units import parse_endpoint
 
 logger = logging.getLogger("cni_pipeline")
-
-
-def split_endpoint(endpoint: str, default_port: int = 0) -> tuple[str, int]:
-    """``host:port`` (or ``[v6]:port``) to (host, port); a ValueError names the bad text."""
-    host, sep, port = endpoint.rpartition(":")
-    if not sep:
-        host, port = endpoint, str(default_port)
-    host = host.strip("[]") or "0.0.0.0"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"invalid endpoint {endpoint!r}: expected host:port")
-    return host, int(port)
 
 
 class _Host:
@@ -64,7 +54,7 @@ class Service:
         endpoint = self.config.service.telemetry.endpoint
         if not endpoint:
             return
-        host, port = split_endpoint(endpoint)
+        host, port = parse_endpoint(endpoint)  # validated with the config
         try:
             self.server = TelemetryServer(self.telemetry, host, port)
         except OSError as exc:
@@ -75,6 +65,7 @@ class Service:
         )
 
     async def start(self) -> None:
+        self.telemetry.unhealthy_after = float(self.config.service.telemetry.unhealthy_after)
         self._start_telemetry_server()
         pending = {
             str(cid)

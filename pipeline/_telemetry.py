@@ -36,6 +36,8 @@ class Telemetry:
         self._awaited: set[str] = set()
         self.last_tick = 0.0
         self.tick_interval = 0.0
+        #: service.telemetry.unhealthy_after: how long a component may fail before /readyz is 503.
+        self.unhealthy_after = 300.0
 
     def _get(self, cls: type[_M], name: str, doc: str, labels: Sequence[str], **kw: Any) -> _M:
         full = name if name.startswith(PREFIX) else PREFIX + name
@@ -88,7 +90,9 @@ class Telemetry:
             return f"no cycle tick for {time.time() - self.last_tick:.0f}s"
         return None
 
-    def readiness(self, failing_for: float = 300.0) -> str | None:
+    def readiness(self, failing_for: float | None = None) -> str | None:
+        if failing_for is None:
+            failing_for = self.unhealthy_after
         for check in self._ready_checks:
             problem = check()
             if problem:

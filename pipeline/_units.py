@@ -45,6 +45,8 @@ class Duration(float):
                 f'not a duration: {value!r} (write it with a unit, like "30s" or "500ms")'
             )
         text = value.strip()
+        if text.startswith("-"):
+            raise ValueError(f'must not be negative: "{value}"')
         parts = list(_DURATION_PART.finditer(text))
         if not text or "".join(p.group(0) for p in parts) != text:
             raise ValueError(f'not a duration: "{value}" (use units ns, us, ms, s, m, h)')
@@ -60,6 +62,26 @@ class Duration(float):
 
     def __repr__(self) -> str:
         return f"Duration({str(self)!r})"
+
+
+def parse_endpoint(endpoint: str, example: str = "0.0.0.0:8888") -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) as ``(host, port)``; ``ValueError`` with a user's message.
+
+    The port is required (0 asks the system for a free one, as in tests); an empty host (``:8888``)
+    means every IPv4 interface, as in Go. Config ``validate`` methods and the code that listens
+    both call this, so a value that passes validation is one that can be listened on.
+    """
+    host, sep, port_text = endpoint.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"must be host:port, like {example!r}: {endpoint!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range 0-65535: {endpoint!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host must be in brackets, like '[::1]:8888': {endpoint!r}")
+    return host or "0.0.0.0", port
 
 
 class ByteSize(int):
