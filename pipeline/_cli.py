@@ -21,8 +21,11 @@ from ._errors import ConfigError, PipelineError, RegistryError
 from ._logging import resolve_level, setup_logging
 from ._registry import Registry
 from ._runtime import Service, run_until_signal
+from ._units import Duration
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+#: What a shell reports for a command killed by SIGPIPE (128 + 13), as `yes | head -1` does.
+EXIT_BROKEN_PIPE = 141
 
 logger = logging.getLogger("cni_pipeline")
 
@@ -49,6 +52,28 @@ a minimal config:
     pipelines:
       metrics: {receivers: [prometheus], processors: [cni_aggregate], exporters: [debug]}
 """
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number above 0 (a cluster of -1 nodes prices nothing useful)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _duration(text: str) -> str:
+    """argparse type: a duration with a unit (``2s``), as in config files; kept as text."""
+    try:
+        seconds = Duration.from_config(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0s, got {text!r}")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,16 +109,19 @@ def _parser() -> argparse.ArgumentParser:
     shape = ClusterShape()
     validate.add_argument(
         "--nodes",
-        type=int,
+        type=_positive_int,
         default=shape.nodes,
         help=f"cluster size to plan for (default {shape.nodes})",
     )
     validate.add_argument(
-        "--zones", type=int, default=shape.zones, help=f"availability zones (default {shape.zones})"
+        "--zones",
+        type=_positive_int,
+        default=shape.zones,
+        help=f"availability zones (default {shape.zones})",
     )
     validate.add_argument(
         "--nodegroups",
-        type=int,
+        type=_positive_int,
         default=shape.nodegroups,
         help=f"node groups (default {shape.nodegroups})",
     )
@@ -109,13 +137,28 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="run the real pipeline on a simulated fleet and a local CloudWatch",
     )
-    demo.add_argument("--nodes", type=int, default=12, help="simulated aws-node pods (default 12)")
-    demo.add_argument("--cycles", type=int, default=4, help="cycles to run (default 4)")
-    demo.add_argument("--interval", default="2s", help="scrape interval (default 2s)")
+    demo.add_argument(
+        "--nodes", type=_positive_int, default=12, help="simulated aws-node pods (default 12)"
+    )
+    demo.add_argument("--cycles", type=_positive_int, default=4, help="cycles to run (default 4)")
+    demo.add_argument(
+        "--interval", type=_duration, default="2s", help="scrape interval, with a unit (default 2s)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`cni-pipeline print-config | head -1`): as the Python docs
+        # advise, point stdout at devnull so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or ("run" if args.config else "dropin")
     try:
@@ -174,6 +217,8 @@ def _print_config_error(exc: ConfigError) -> None:
     )
     for line in exc.lines():
         print(f"  {line}", file=sys.stderr)
+    if exc.note:
+        print(f"  {exc.note}", file=sys.stderr)
 
 
 def _cmd_validate(args: argparse.Namespace, registry: Registry) -> int:

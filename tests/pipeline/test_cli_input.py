@@ -1,0 +1,50 @@
+"""Odd command-line input: a usage error naming the flag (exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline._cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "message"),
+    [
+        (["validate", "--config", "configs/debug.yaml", "--nodes", "-1"], "--nodes", "1 or more"),
+        (["validate", "--config", "configs/debug.yaml", "--zones", "0"], "--zones", "1 or more"),
+        (["validate", "--config", "configs/debug.yaml", "--nodegroups", "x"], "--nodegroups",
+         "whole number"),
+        (["demo", "--interval", "2"], "--interval", "use units"),
+        (["demo", "--interval", "0s"], "--interval", "more than 0s"),
+        (["demo", "--cycles", "0"], "--cycles", "1 or more"),
+        (["demo", "--nodes", "0"], "--nodes", "1 or more"),
+    ],
+)
+def test_bad_numbers_are_usage_errors_naming_the_flag(argv, flag, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err and message in err, err
+
+
+def test_print_config_into_a_closed_pipe_is_quiet():
+    """`cni-pipeline print-config | head -1`: the reader leaves early; no traceback."""
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader is gone before the first write
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline", "print-config"],
+            stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60, check=False, cwd=ROOT,
+        )
+    finally:
+        os.close(writer)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 141
