@@ -102,6 +102,16 @@ class ComponentSettings:
     #: When the pipeline started (UTC seconds); the window a new target is judged against.
     started_at: float
 
+    @property
+    def tag(self) -> str:
+        """What its log lines are tagged with: ``receiver/prometheus``, ``exporter/prometheus``."""
+        return log_tag(self.kind, self.id)
+
+
+def log_tag(kind: Kind, cid: ComponentID) -> str:
+    """Kind and ID, so a receiver and an exporter of one type are told apart in the log."""
+    return f"{kind}/{cid}"
+
 
 @runtime_checkable
 class Component(Protocol):

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 from ._component import (
     ComponentID,
+    Kind,
     MetricsConsumer,
+    log_tag,
     union_families,
     union_series,
     wanted_series_of,
@@ -31,8 +33,10 @@ class GuardedConsumer:
         inner: MetricsConsumer,
         logger: logging.Logger,
         telemetry: Telemetry,
+        kind: Kind,
     ) -> None:
         self.id = component_id
+        self._tag = log_tag(kind, component_id)
         self.inner = inner
         self._logger = logger
         self._errors = telemetry.counter(
@@ -52,7 +56,7 @@ class GuardedConsumer:
                 "component %s failed on cycle %d; the pipeline goes on",
                 self.id,
                 batch.cycle.index,
-                extra={"component": str(self.id)},
+                extra={"component": self._tag},
             )
 
     def wanted_families(self) -> FamilySet:

@@ -14,7 +14,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._component import Component, ComponentID, ComponentSettings, Host, Kind, MetricsConsumer
+from ._component import (
+    Component,
+    ComponentID,
+    ComponentSettings,
+    Host,
+    Kind,
+    MetricsConsumer,
+    log_tag,
+)
 from ._config import Config
 from ._errors import ComponentError, PipelineError
 from ._fanout import GuardedConsumer, fan_out
@@ -50,7 +58,7 @@ class Graph:
     async def start_all(self, host: Host, logger: logging.Logger) -> None:
         """Start downstream first; on a failure, stop what started, raise naming the component."""
         for node in self.start_order():
-            logger.info("starting %s", node.label, extra={"component": str(node.id)})
+            logger.info("starting %s", node.label, extra={"component": log_tag(node.kind, node.id)})
             try:
                 await node.component.start(host)
             except Exception as exc:
@@ -62,13 +70,12 @@ class Graph:
         """Stop upstream first (receivers, processors, exporters); log and go on past failures."""
         while self._started:
             node = self._started.pop()
-            logger.info("stopping %s", node.label, extra={"component": str(node.id)})
+            logger.info("stopping %s", node.label, extra={"component": log_tag(node.kind, node.id)})
             try:
                 await node.component.shutdown()
             except Exception:
-                logger.exception(
-                    "shutdown of %s failed", node.label, extra={"component": str(node.id)}
-                )
+                tag = log_tag(node.kind, node.id)
+                logger.exception("shutdown of %s failed", node.label, extra={"component": tag})
 
 
 def build_graph(
@@ -84,7 +91,9 @@ def build_graph(
     for cid in _used(config, Kind.EXPORTER):
         component = _create(registry, Kind.EXPORTER, cid, make_settings, config, None)
         graph.exporters.append(Node(cid, Kind.EXPORTER, component))
-        exporters[cid] = GuardedConsumer(cid, _consumer(component, cid), logger, telemetry)
+        exporters[cid] = GuardedConsumer(
+            cid, _consumer(component, cid), logger, telemetry, Kind.EXPORTER
+        )
 
     entries: dict[str, MetricsConsumer] = {}
     for spec in config.pipelines:
@@ -92,7 +101,9 @@ def build_graph(
         for cid in reversed(spec.processors):
             component = _create(registry, Kind.PROCESSOR, cid, make_settings, config, consumer)
             graph.processors.insert(0, Node(cid, Kind.PROCESSOR, component, spec.id))
-            consumer = GuardedConsumer(cid, _consumer(component, cid), logger, telemetry)
+            consumer = GuardedConsumer(
+                cid, _consumer(component, cid), logger, telemetry, Kind.PROCESSOR
+            )
         entries[spec.id] = consumer
 
     for cid in _used(config, Kind.RECEIVER):

@@ -11,9 +11,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
-from ._component import ComponentID, Kind
+from ._component import ComponentID, Kind, log_tag
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -32,7 +33,8 @@ _KLOG_LETTER = {
 
 
 class KlogFormatter(logging.Formatter):
-    """``I1127 10:00:30.123456 [prometheus] message`` (klog's header, component in brackets)."""
+    """``I1127 10:00:30.123456 [receiver/prometheus] message`` (klog's header, then the
+    component's kind and ID in brackets)."""
 
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%m%d %H:%M:%S", time.gmtime(record.created))
@@ -82,6 +84,17 @@ def setup_logging(level: int, fmt: str = "text") -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+class _ComponentAdapter(logging.LoggerAdapter[logging.Logger]):
+    """Adds the component's tag to every record, keeping any other ``extra`` the call gives
+    (the stdlib adapter would replace them)."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(kwargs.get("extra") or {}), **(self.extra or {})}
+        return msg, kwargs
+
+
 def component_logger(cid: ComponentID, kind: Kind) -> logging.LoggerAdapter[logging.Logger]:
     base = logging.getLogger(f"cni_pipeline.{kind.plural}.{cid.type}")
-    return logging.LoggerAdapter(base, {"component": str(cid)})
+    return _ComponentAdapter(base, {"component": log_tag(kind, cid)})

@@ -346,7 +346,7 @@ class SendingQueue(Generic[T]):
         self._metrics.dropped.inc(items)
         self._log.warning(
             "dropped %d request(s) holding %d datapoints: %s", len(requests), items, reason,
-            extra={"component": str(self._settings.id), "dropped_items": items},
+            extra={"component": self._settings.tag, "dropped_items": items},
         )
 
     def _update_gauge(self) -> None:
@@ -430,7 +430,7 @@ class SendingQueue(Generic[T]):
         self._log.warning(
             "send of %d datapoints failed, retrying in %.1fs%s: %s", items, delay,
             " (may duplicate: the server may have stored the first attempt)" if ambiguous else "",
-            why, extra={"component": str(self._settings.id)},
+            why, extra={"component": self._settings.tag},
         )
 
     def _give_up(self, items: int, why: str) -> None:
@@ -438,7 +438,7 @@ class SendingQueue(Generic[T]):
         self._report(False, why)
         self._log.error(
             "gave up sending %d datapoints: %s", items, why,
-            extra={"component": str(self._settings.id), "failed_items": items},
+            extra={"component": self._settings.tag, "failed_items": items},
         )
 
     def _succeeded(self, items: int) -> None:

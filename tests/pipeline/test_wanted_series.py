@@ -9,6 +9,7 @@ from pipeline import (
     Batch,
     ComponentID,
     FamilySet,
+    Kind,
     SeriesFilter,
     SeriesFilters,
     Telemetry,
@@ -54,7 +55,9 @@ def test_a_family_is_filtered_only_while_every_consumer_wanting_it_filters_it() 
 def test_fan_out_and_guard_pass_filters_upstream() -> None:
     filtering = Consumer(frozenset({"lat"}), {"lat": P99})
     plain = Consumer(frozenset({"lat"}))  # no wanted_series at all: reads every line
-    guard = GuardedConsumer(ComponentID("x"), filtering, logging.getLogger("test"), Telemetry())
+    guard = GuardedConsumer(
+        ComponentID("x"), filtering, logging.getLogger("test"), Telemetry(), Kind.PROCESSOR
+    )
     assert wanted_series_of(guard) == {"lat": P99}
     assert wanted_series_of(plain) == {}
     assert wanted_series_of(FanOut([guard, Consumer(frozenset({"eni"}))])) == {"lat": P99}
