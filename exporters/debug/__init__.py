@@ -1,5 +1,7 @@
 """The ``debug`` exporter: logs each cycle's aggregates in the Go helper's words."""
 
-from .factory import DebugExporter, DebugExporterConfig, DebugExporterFactory, factory
+from .config import DebugExporterConfig
+from .exporter import DebugExporter
+from .factory import DebugExporterFactory, factory
 
 __all__ = ["DebugExporter", "DebugExporterConfig", "DebugExporterFactory", "factory"]
