@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from typing import Any
 
 from ._component import ComponentSettings, Kind, SimpleExporter
@@ -125,6 +126,40 @@ def _aws_sandbox(endpoint: str) -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+#: The fleet's first address, and where to move when another fleet holds it (``make demo`` twice).
+FLEET_BASES = tuple(f"127.{second}.0.1" for second in range(20, 30))
+FLEET_PORT = 61678
+
+
+def _addresses_free(base: str, nodes: int) -> str | None:
+    """None when ``nodes`` addresses from ``base`` can all listen on the fleet's port, else the
+    first address already in use."""
+    first = int(IPv4Address(base))
+    for index in range(nodes):
+        address = str(IPv4Address(first + index))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((address, FLEET_PORT))
+            except OSError:
+                return address
+    return None
+
+
+def _fleet_base(nodes: int) -> str | None:
+    """The first of :data:`FLEET_BASES` whose addresses are free (saying so when it moved)."""
+    for base in FLEET_BASES:
+        busy = _addresses_free(base, nodes)
+        if busy is None:
+            return base
+        print(
+            f"cni-pipeline demo: {busy}:{FLEET_PORT} is in use (another fleet or demo?); "
+            "trying the next 127.x range",
+            file=sys.stderr,
+            flush=True,
+        )
+    return None
 
 
 def _config_data(addresses: list[str], interval: float, cw_endpoint: str) -> dict[str, Any]:
@@ -266,13 +301,21 @@ def run_demo(registry: Registry, *, nodes: int, cycles: int, interval: str) -> i
         )
         return 1
     seconds = float(Duration.from_config(interval))
+    base = _fleet_base(nodes)
+    if base is None:
+        print(
+            f"cni-pipeline demo: every address range {FLEET_BASES[0]} ... {FLEET_BASES[-1]} "
+            f"has port {FLEET_PORT} in use; stop the other fleets (cni-simfleet) and retry",
+            file=sys.stderr,
+        )
+        return 1
     recorder = _Recorder()
     registry.register(Kind.EXPORTER, recorder, distribution="demo")
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
-    fleet = FleetProcess(nodes, base_address="127.20.0.1", start_time=time.time() - 3600)
+    fleet = FleetProcess(nodes, base_address=base, port=FLEET_PORT, start_time=time.time() - 3600)
     try:
         fleet.start()
         print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -20,3 +21,22 @@ def test_demo_publishes_what_the_fleet_says():
     assert len(table) == 20
     assert all(row[-1] == "ok" for row in table.values())
     assert "MISMATCH" not in proc.stdout
+
+
+def test_demo_moves_to_a_free_range_when_its_addresses_are_held():
+    """`make demo` while another fleet holds 127.20.0.x:61678: the demo moves on, says so."""
+    from pipeline._demo import FLEET_BASES, FLEET_PORT
+
+    env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
+    with socket.socket() as held:
+        held.bind(("127.20.0.2", FLEET_PORT))  # the second node's address, as a running fleet
+        held.listen()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline", "demo", "--nodes", "2", "--cycles", "2",
+             "--interval", "1s"],
+            capture_output=True, text=True, timeout=180, env=env,
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"127.20.0.2:{FLEET_PORT} is in use" in proc.stderr
+    assert f"({FLEET_BASES[1]}:{FLEET_PORT} ... " in proc.stdout
+    assert "Traceback" not in proc.stderr
