@@ -291,7 +291,13 @@ def _cmd_demo(args: argparse.Namespace, registry: Registry) -> int:
     from ._demo import run_demo
 
     _setup_logging(args, None)
-    status: int = run_demo(registry, nodes=args.nodes, cycles=args.cycles, interval=args.interval)
+    try:
+        status: int = run_demo(
+            registry, nodes=args.nodes, cycles=args.cycles, interval=args.interval
+        )
+    except ConfigError as exc:  # the embedded config met a broken plugin: not the user's input
+        print(f"cni-pipeline demo: cannot build the demo pipeline: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return status
 
 
