@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ._component import ClusterShape, Kind
-from ._config import Config, build_config, load_config
+from ._config import Config, build_config, config_warnings, load_config
 from ._errors import ConfigError, PipelineError, RegistryError
 from ._logging import resolve_level, setup_logging
 from ._registry import Registry
@@ -228,6 +228,8 @@ def _cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
         _print_config_error(exc)
         return EXIT_USAGE
     print(f"{config.source}: valid")
+    for warning in config_warnings(config, registry):
+        print(f"  warning: {warning}")
     for spec in config.pipelines:
         chain = " -> ".join(
             ", ".join(str(c) for c in group) or "-"

@@ -384,3 +384,27 @@ def _resolve_refs(
         seen.add(cid)
         ids.append(cid)
     return tuple(ids)
+
+
+def config_warnings(config: Config, registry: Registry) -> list[str]:
+    """Things that are valid but probably not what the user meant, for ``validate`` and start.
+
+    A pipeline with no processor that makes metrics (one whose factory has ``planned_metrics``,
+    the hook ``validate`` plans with, as ``cni_aggregate`` does) hands exporters raw scrapes and
+    no aggregates: they would publish nothing useful. Legitimate for a debug pipeline, so a
+    warning rather than an error.
+    """
+    lines = []
+    for spec in config.pipelines:
+        makers = [
+            cid
+            for cid in spec.processors
+            if hasattr(registry.get(Kind.PROCESSOR, cid.type), "planned_metrics")
+        ]
+        if not makers:
+            lines.append(
+                f"{config.source}: service.pipelines.{spec.id}: no processor aggregates the "
+                "scrapes (add cni_aggregate to processors:); its exporters get no metrics "
+                "to publish"
+            )
+    return lines

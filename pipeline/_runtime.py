@@ -8,7 +8,7 @@ import signal
 import time
 
 from ._component import ComponentID, ComponentSettings, Kind
-from ._config import Config
+from ._config import Config, config_warnings
 from ._gc import GcPolicy
 from ._graph import Graph, build_graph
 from ._logging import component_logger
@@ -74,6 +74,8 @@ class Service:
         }
         self.telemetry.expect_reports(pending)
         self.graph = build_graph(self.config, self.registry, self._settings, self.telemetry, logger)
+        for warning in config_warnings(self.config, self.registry):
+            logger.warning("%s", warning)
         await self.graph.start_all(_Host(self.telemetry), logger)
         self.gc.start()
         logger.info(

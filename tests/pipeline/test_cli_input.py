@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -10,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from pipeline._cli import main
+from pipeline._config import load_config_text
+from pipeline._registry import Registry
+from pipeline._runtime import Service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,3 +53,38 @@ def test_print_config_into_a_closed_pipe_is_quiet():
         os.close(writer)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert done.returncode == 141
+
+
+NO_AGGREGATE = """\
+receivers:
+  prometheus: {scrape_interval: 1s, scrape_timeout: 500ms, static_targets: ["127.0.0.1:9"]}
+exporters:
+  debug: {}
+service:
+  telemetry: {endpoint: ""}
+  pipelines:
+    metrics: {receivers: [prometheus], exporters: [debug]}
+"""
+
+
+def test_a_pipeline_without_an_aggregating_processor_is_valid_with_a_warning(tmp_path, capsys):
+    path = tmp_path / "raw.yaml"
+    path.write_text(NO_AGGREGATE)
+    assert main(["validate", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {path}: service.pipelines.metrics: no processor aggregates" in out
+    good = tmp_path / "good.yaml"
+    good.write_text((ROOT / "configs" / "debug.yaml").read_text())
+    assert main(["validate", "--config", str(good)]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
+async def test_start_logs_the_same_warning(caplog):
+    caplog.set_level(logging.WARNING, logger="cni_pipeline")
+    registry = Registry.load()
+    service = Service(load_config_text(NO_AGGREGATE, "raw.yaml", registry, {}), registry)
+    stop = asyncio.Event()
+    stop.set()  # start, then stop at once
+    await service.run(stop)
+    assert any("no processor aggregates" in r.getMessage() for r in caplog.records
+               if r.levelno == logging.WARNING)
