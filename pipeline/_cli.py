@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -150,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
+    except KeyboardInterrupt:  # SIGINT, or SIGTERM while starting: nothing to flush yet
+        return EXIT_OK
     except BrokenPipeError:
         # The reader went away (`cni-pipeline print-config | head -1`): as the Python docs
         # advise, point stdout at devnull so the interpreter's final flush does not fail again.
@@ -161,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or ("run" if args.config else "dropin")
+    if command in ("run", "dropin") and argv is None:
+        # Until the event loop installs its own handler, a SIGTERM (a pod deleted while it
+        # starts) is a clean stop of what has not started yet, not a kill with status 143.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         registry = Registry.load()
     except RegistryError as exc:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,31 @@ async def test_start_logs_the_same_warning(caplog):
     await service.run(stop)
     assert any("no processor aggregates" in r.getMessage() for r in caplog.records
                if r.levelno == logging.WARNING)
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM yet (Linux: SigCgt in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+def test_sigterm_while_starting_is_a_clean_stop(tmp_path):
+    """A pod deleted while cni-pipeline starts (before its first tick): exit 0, no traceback."""
+    path = tmp_path / "slow.yaml"
+    path.write_text(NO_AGGREGATE.replace("scrape_interval: 1s", "scrape_interval: 1h"))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(path)],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = 600  # polls of 0.05 s: 30 s at most
+        while not _catches_sigterm(proc.pid) and deadline and proc.poll() is None:
+            time.sleep(0.05)
+            deadline -= 1
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
