@@ -31,6 +31,7 @@ from pipeline.exporterhelper import (
     AmbiguousExportError,
     QueuedExporter,
     QueueSettings,
+    RequestConverter,
     RetrySettings,
     SendingQueue,
     _Backoff,
@@ -441,3 +442,111 @@ async def test_wanted_families_default_to_none_scraped() -> None:
     exporter = QueuedExporter(make_settings(), Recorder())
     assert exporter.wanted_families() == frozenset()
     await exporter.shutdown()
+
+
+class Accumulator:
+    """A converter that holds state, as CloudWatch's does: values gather into requests of
+    ``full`` items across batches; a full request is ready at once, the rest waits for flush."""
+
+    def __init__(self, full: int = 4) -> None:
+        self.full = full
+        self.pending: list[float] = []
+
+    def convert(self, b: Batch) -> list[tuple[float, ...]]:
+        ready = []
+        for metric in b.metrics:
+            self.pending.append(metric.value)
+            if len(self.pending) == self.full:
+                ready.append(tuple(self.pending))
+                self.pending = []
+        return ready
+
+    def flush(self) -> list[tuple[float, ...]]:
+        held, self.pending = self.pending, []
+        return [tuple(held)] if held else []
+
+    def converter(self, flush_interval: float | None = None) -> RequestConverter[tuple[float, ...]]:
+        return RequestConverter(convert=self.convert, flush=self.flush, items_of=len,
+                                size_of=len, flush_interval=flush_interval)
+
+
+async def test_converter_sends_full_requests_at_once_and_the_rest_at_shutdown() -> None:
+    settings = make_settings()
+    sent: list[tuple[float, ...]] = []
+
+    async def push(request: tuple[float, ...]) -> None:
+        sent.append(request)
+
+    acc = Accumulator(full=4)
+    exporter = QueuedExporter(settings, push, converter=acc.converter(), retry=FAST)
+    await exporter.start(RecordingHost())
+    await exporter.consume(batch(0, n=3))
+    await exporter.consume(batch(1, n=3))  # 6 values: one full request of 4, 2 held
+    await wait_for(lambda: len(sent) == 1)
+    assert sent == [(0.0, 0.0, 0.0, 1.0)]
+    assert acc.pending == [1.0, 1.0]
+    await exporter.shutdown()  # what the converter holds goes out before the queue drains
+    assert sent == [(0.0, 0.0, 0.0, 1.0), (1.0, 1.0)]
+    assert metric_value(settings, "exporter_sent_datapoints_total") == 6
+
+
+async def test_converter_flush_interval_hands_over_what_it_holds() -> None:
+    settings = make_settings()
+    sent: list[tuple[float, ...]] = []
+
+    async def push(request: tuple[float, ...]) -> None:
+        sent.append(request)
+
+    exporter = QueuedExporter(
+        settings, push, converter=Accumulator(full=100).converter(flush_interval=0.05), retry=FAST
+    )
+    await exporter.start(RecordingHost())
+    await exporter.consume(batch(0, n=2))
+    await exporter.consume(batch(1, n=1))
+    await wait_for(lambda: sent)  # the timer flushed both cycles as one request
+    assert sent == [(0.0, 0.0, 1.0)]
+    await exporter.shutdown()
+    assert len(sent) == 1
+
+
+async def test_queue_is_sized_in_the_converters_unit() -> None:
+    settings = make_settings()
+    acc = Accumulator(full=4)
+    exporter = QueuedExporter(settings, Recorder(), converter=acc.converter(),
+                              queue=QueueSettings(queue_size=8), retry=FAST)
+    for i in range(3):  # not started: three full requests of 4 wait; the first is dropped
+        await exporter.consume(batch(i, n=4))
+    assert exporter.sender.held == 8
+    assert metric_value(settings, "exporter_queue_size") == 8
+    assert metric_value(settings, "exporter_dropped_datapoints_total") == 4
+    await exporter.shutdown()
+
+
+async def test_consume_after_shutdown_drops_what_the_converter_would_hold() -> None:
+    settings = make_settings()
+    exporter = QueuedExporter(settings, Recorder(), converter=Accumulator(full=4).converter(),
+                              retry=FAST)
+    await exporter.start(RecordingHost())
+    await exporter.shutdown()
+    await exporter.consume(batch(0, n=6))  # one full request and two held values: all dropped
+    assert metric_value(settings, "exporter_dropped_datapoints_total") == 6
+
+
+async def test_start_twice_starts_once() -> None:
+    settings = make_settings()
+    starts: list[int] = []
+
+    async def on_start() -> None:
+        starts.append(1)
+
+    push = Recorder()
+    exporter = QueuedExporter(settings, push, queue=QueueSettings(num_consumers=2),
+                              retry=FAST, on_start=on_start)
+    await exporter.start(RecordingHost())
+    await exporter.start(RecordingHost())
+    assert starts == [1]
+    assert exporter.running
+    await exporter.consume(batch(0))
+    await exporter.shutdown()
+    assert len(push.sent) == 1
+    assert not exporter.running

@@ -1,40 +1,5 @@
-"""Queue, retry and timeout around an exporter's plain push function.
-
-After the OpenTelemetry Collector's ``exporter/exporterhelper``: an exporter writes only
-``async push(request)`` that sends one request and raises on failure; this module adds the rest, as
-a chain ``queue -> retry -> timeout -> push``:
-
-- **Queue.** ``consume``/``offer`` enqueue and return at once, so exporting never delays a cycle.
-  The queue is bounded; when full it drops the *oldest* request (the newest data is worth most to a
-  dashboard), logs the drop with its item count and counts it in self-metrics. ``num_consumers``
-  workers take requests from it. With the queue disabled, ``consume`` sends in the caller (as the
-  Collector does), retries included.
-- **Retry.** Exponential backoff with jitter, as ``internal/retry_sender.go`` (cenkalti/backoff):
-  the n-th delay is ``initial_interval * multiplier**n`` capped at ``max_interval``, randomised by
-  ``± randomization_factor``. A :class:`~pipeline.ThrottledError` carrying the server's delay waits
-  at least that long. A :class:`~pipeline.PermanentExportError` is never retried; every other error
-  is (as in the Collector: a push function maps its library's errors, see STYLE.md), until
-  ``max_elapsed_time`` has passed since the first attempt or the shutdown grace runs out.
-- **Timeout.** Each attempt runs under ``asyncio.timeout``. A timeout, or an
-  :class:`AmbiguousExportError`, means the server may have accepted the request before the failure,
-  so retrying it may store the data twice: such retries are counted as possible duplicates.
-- **Shutdown.** Stop accepting, let the workers drain the queue within ``shutdown_grace`` (backoff
-  delays are shortened so a retry still fits in the grace), then cancel what is left, count it as
-  dropped, and finally call ``on_shutdown``. Start runs ``on_start`` before the workers, so the
-  exporter is ready before the queue feeds it.
-
-Two layers: :class:`SendingQueue` is generic over the request type (the CloudWatch exporter queues
-PutMetricData requests sized in datums); :class:`QueuedExporter` is the ready-made
-:class:`pipeline.Exporter` whose requests are whole :class:`pipeline.Batch` objects.
-
-Self-metrics (prefixed ``cni_pipeline_`` by :class:`pipeline.Telemetry`, labelled
-``exporter=<component ID>``): ``exporter_sent_datapoints_total``,
-``exporter_failed_datapoints_total`` (refused, or retries exhausted),
-``exporter_retries_total``, ``exporter_dropped_datapoints_total`` (queue full, or left at the end
-of the shutdown grace), ``exporter_possible_duplicate_datapoints_total`` (retried after an
-ambiguous failure), ``exporter_queue_size`` and ``exporter_queue_capacity`` (in the queue's size
-unit: requests, or what ``size_of`` counts), ``exporter_last_success_timestamp_seconds``.
-"""
+"""The sending queue: bounded queue, workers, retry with backoff, per-attempt timeout, shutdown
+drain and the exporter self-metrics, for any request type (see the package docstring)."""
 
 from __future__ import annotations
 
@@ -43,35 +8,20 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from . import (
-    Batch,
+from .. import (
     ComponentSettings,
-    Duration,
-    FamilySet,
     Host,
     PermanentExportError,
     RetryableExportError,
     ThrottledError,
 )
-
-__all__ = [
-    "AmbiguousExportError",
-    "PushFunc",
-    "QueueSettings",
-    "QueuedExporter",
-    "RetrySettings",
-    "SendingQueue",
-]
+from ._settings import DEFAULT_QUEUE, DEFAULT_RETRY, QueueSettings, RetrySettings
 
 T = TypeVar("T")
 
-#: Sends one batch; raises PermanentExportError, RetryableExportError/ThrottledError, or anything
-#: else (retried) on failure.
-PushFunc = Callable[[Batch], Awaitable[None]]
 
 #: While draining at shutdown, a backoff delay is cut to this share of the grace left, so a few
 #: more attempts fit in it; never below the floor, so a failing server is not hammered.
@@ -83,52 +33,6 @@ class AmbiguousExportError(RetryableExportError):
     """The request may have reached the server before the failure (a read timeout, a connection
     dropped after sending). Retried like any retryable error, but counted as a possible duplicate,
     since the server may have stored it already."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class QueueSettings:
-    """``sending_queue:`` of an exporter config (as in the Collector).
-
-    ``queue_size`` is in the queue's size unit: batches for :class:`QueuedExporter`, or whatever the
-    exporter's ``size_of`` counts (datums, for CloudWatch).
-    """
-
-    enabled: bool = True
-    num_consumers: int = 1
-    queue_size: int = 100
-
-    def validate(self) -> Iterable[tuple[str, str]]:
-        if self.num_consumers < 1:
-            yield "num_consumers", "must be at least 1"
-        if self.queue_size < 1:
-            yield "queue_size", "must be at least 1"
-
-
-@dataclass(frozen=True, kw_only=True)
-class RetrySettings:
-    """``retry_on_failure:`` of an exporter config (as in the Collector).
-
-    ``max_elapsed_time`` of 0 means retry until shutdown.
-    """
-
-    enabled: bool = True
-    initial_interval: Duration = Duration(5)
-    max_interval: Duration = Duration(30)
-    max_elapsed_time: Duration = Duration(300)
-    multiplier: float = 1.5
-    randomization_factor: float = 0.5
-
-    def validate(self) -> Iterable[tuple[str, str]]:
-        if self.initial_interval <= 0:
-            yield "initial_interval", "must be positive"
-        if self.max_interval < self.initial_interval:
-            yield "max_interval", "must be greater or equal to initial_interval"
-        if self.max_elapsed_time < 0:
-            yield "max_elapsed_time", "must not be negative (0 = retry until shutdown)"
-        if self.multiplier < 1:
-            yield "multiplier", "must be at least 1"
-        if not 0 <= self.randomization_factor < 1:
-            yield "randomization_factor", "must be in [0, 1)"
 
 
 class _Backoff:
@@ -249,8 +153,8 @@ class SendingQueue(Generic[T]):
         *,
         items_of: Callable[[T], int],
         size_of: Callable[[T], int] | None = None,
-        queue: QueueSettings = QueueSettings(),
-        retry: RetrySettings = RetrySettings(),
+        queue: QueueSettings = DEFAULT_QUEUE,
+        retry: RetrySettings = DEFAULT_RETRY,
         timeout: float = 30.0,
         shutdown_grace: float = 10.0,
         rng: random.Random | None = None,
@@ -450,55 +354,3 @@ class SendingQueue(Generic[T]):
         if self._host is not None:
             self._host.report_status(self._settings.id, healthy, message)
 
-
-class QueuedExporter:
-    """A :class:`pipeline.Exporter` made of a push function plus queue, retry and timeout.
-
-    ``on_start`` runs before the workers start (create clients there); ``on_shutdown`` runs after
-    the queue has drained (close them there), and only if ``start`` ran.
-    """
-
-    def __init__(
-        self,
-        settings: ComponentSettings,
-        push: PushFunc,
-        *,
-        queue: QueueSettings = QueueSettings(),
-        retry: RetrySettings = RetrySettings(),
-        timeout: float = 30.0,
-        shutdown_grace: float = 10.0,
-        on_start: Callable[[], Awaitable[None]] | None = None,
-        on_shutdown: Callable[[], Awaitable[None]] | None = None,
-        wanted_families: FamilySet = frozenset(),
-        rng: random.Random | None = None,
-    ) -> None:
-        self.settings = settings
-        self._on_start = on_start
-        self._on_shutdown = on_shutdown
-        self._wanted = wanted_families
-        self._started = False
-        self._stopped = False
-        self.sender: SendingQueue[Batch] = SendingQueue(
-            settings, push, items_of=lambda batch: len(batch.metrics), queue=queue, retry=retry,
-            timeout=timeout, shutdown_grace=shutdown_grace, rng=rng,
-        )
-
-    async def start(self, host: Host) -> None:
-        if self._on_start is not None:
-            await self._on_start()
-        self._started = True
-        await self.sender.start(host)
-
-    async def consume(self, batch: Batch) -> None:
-        await self.sender.offer(batch)
-
-    def wanted_families(self) -> FamilySet:
-        return self._wanted
-
-    async def shutdown(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        await self.sender.shutdown()
-        if self._started and self._on_shutdown is not None:
-            await self._on_shutdown()
