@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporters.awscloudwatch import CloudWatchExporter, CloudWatchExporterConfig  # noqa: E402
-from exporters.awscloudwatch._datums import DatumOptions, RequestBuilder, to_datums  # noqa: E402
+from exporters.awscloudwatch._convert import DatumOptions, RequestBuilder, to_datums  # noqa: E402
 from pipeline import (  # noqa: E402
     Batch,
     ComponentID,

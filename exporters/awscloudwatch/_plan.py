@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pipeline import ClusterShape, Duration, Metric
 
-from ._datums import DatumOptions, pack, to_datums
+from ._convert import DatumOptions, pack, to_datums
 from .config import CloudWatchExporterConfig
 
 SECONDS_PER_MONTH = 30 * 24 * 3600

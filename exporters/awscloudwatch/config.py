@@ -11,7 +11,7 @@ from pipeline.exporterhelper import RetrySettings
 DEFAULT_NAMESPACE = "Kubernetes"
 DEFAULT_FLUSH_INTERVAL = Duration(60)
 #: Enough for 100 full requests: a cycle of 2,500 group-by metrics held through 40 minutes of a
-#: CloudWatch outage, at about 40 MB of memory.
+#: CloudWatch outage.
 DEFAULT_MAX_DATUMS_HELD = 100_000
 DEFAULT_CONCURRENT_REQUESTS = 2
 #: A read timeout long enough that a slow but successful PutMetricData is not cut and re-sent

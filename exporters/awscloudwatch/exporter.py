@@ -1,18 +1,17 @@
 """The ``awscloudwatch`` exporter: cycles in, coalesced PutMetricData requests out.
 
-Flow: ``consume`` turns a cycle's metrics into datums stamped with the cycle's time and packs them
-into a pending request; a full request (1000 datums or ~1 MB) goes to the sending queue at once,
-the rest waits for the flush timer (``flush_interval``), so several cycles share one request. The
-sending queue (:class:`pipeline.exporterhelper.SendingQueue`, sized in datums by
-``max_datums_held``) keeps failed requests and retries them with backoff; it drops the oldest only
-when full, and counts what it drops. Shutdown sends what is pending and drains the queue within
-``shutdown_grace``.
+A :class:`pipeline.exporterhelper.QueuedExporter` whose request converter turns a cycle's metrics
+into datums stamped with the cycle's time and packs them into a pending request; a full request
+(1000 datums or ~1 MB) goes to the sending queue at once, the rest waits for the helper's flush
+(every ``flush_interval``), so several cycles share one request. The sending queue, sized in datums
+by ``max_datums_held``, keeps failed requests and retries them with backoff; it drops the oldest
+only when full, and counts what it drops. Shutdown sends what is pending and drains the queue
+within ``shutdown_grace``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,14 +19,12 @@ from pipeline import (
     Batch,
     ComponentError,
     ComponentSettings,
-    FamilySet,
-    Host,
 )
 from pipeline.aws import resolve_cluster_id, resolve_region
-from pipeline.exporterhelper import QueueSettings, SendingQueue
+from pipeline.exporterhelper import QueuedExporter, QueueSettings, RequestConverter
 
 from ._client import make_client, map_error
-from ._datums import Conversion, DatumOptions, PutRequest, RequestBuilder, to_datums
+from ._convert import Conversion, DatumOptions, PutRequest, RequestBuilder, to_datums
 from .config import CloudWatchExporterConfig
 
 ClientFactory = Callable[[CloudWatchExporterConfig, str], Any]
@@ -37,7 +34,7 @@ ClientFactory = Callable[[CloudWatchExporterConfig, str], Any]
 _ATTEMPT_MARGIN = 10.0
 
 
-class CloudWatchExporter:
+class CloudWatchExporter(QueuedExporter[PutRequest]):
     """Publishes a pipeline's metrics with PutMetricData (see the module docstring)."""
 
     def __init__(
@@ -47,7 +44,6 @@ class CloudWatchExporter:
         *,
         client_factory: ClientFactory = make_client,
     ) -> None:
-        self.settings = settings
         self.config = config
         self._log = settings.logger
         self._client_factory = client_factory
@@ -56,8 +52,6 @@ class CloudWatchExporter:
         self._options: DatumOptions | None = None
         self.region = ""
         self.cluster_id = ""
-        self._flusher: asyncio.Task[None] | None = None
-        self._stopped = False
         self._warned_units: set[str] = set()
         label = {"exporter": str(settings.id)}
         self._invalid = settings.telemetry.counter(
@@ -66,18 +60,23 @@ class CloudWatchExporter:
             ("exporter",),
         ).labels(**label)
         attempt_timeout = float(config.connect_timeout + config.read_timeout) + _ATTEMPT_MARGIN
-        self.sender: SendingQueue[PutRequest] = SendingQueue(
-            settings, self._push, items_of=len, size_of=len,
+        super().__init__(
+            settings, self._push,
+            converter=RequestConverter(
+                convert=self._to_requests, flush=self._pending, items_of=len, size_of=len,
+                flush_interval=float(config.flush_interval),
+            ),
             queue=QueueSettings(num_consumers=config.max_concurrent_requests,
                                 queue_size=config.max_datums_held),
             retry=config.retry_on_failure, timeout=attempt_timeout,
             shutdown_grace=float(config.shutdown_grace),
+            on_start=self._open, on_shutdown=self._close,
         )
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- lifecycle (the helper starts the queue and the flush timer after _open) --------------
 
-    async def start(self, host: Host) -> None:
-        """Find the region and cluster ID, build the client, then start sending and flushing."""
+    async def _open(self) -> None:
+        """Find the region and cluster ID and build the client."""
         self.region = await asyncio.to_thread(resolve_region, self.config.region,
                                               logger=self._log)
         if not self.region:
@@ -96,43 +95,38 @@ class CloudWatchExporter:
             send_derived=self.config.send_derived,
             derived_names=frozenset(self.config.derived_metrics),
         )
-        await self.sender.start(host)
-        self._flusher = asyncio.create_task(self._flush_loop(), name=f"{self.settings.id}-flush")
 
-    async def shutdown(self) -> None:
-        """Send what is pending, drain within the grace period, close the client. Idempotent."""
-        if self._stopped:
-            return
-        self._stopped = True
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        await self.flush()
-        await self.sender.shutdown()
+    async def _close(self) -> None:
+        """Close the client, once the queue has drained."""
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
 
-    def wanted_families(self) -> FamilySet:
-        return frozenset()
-
-    # -- consuming --------------------------------------------------------------------------
+    # -- consuming: the request converter ---------------------------------------------------
 
     async def consume(self, batch: Batch) -> None:
-        if self._options is None or self._stopped:
-            # The engine starts exporters before anything feeds them; this is a misuse.
+        if not self.running:
+            # Datums need the cluster ID found at start; the engine starts exporters before
+            # anything feeds them, so this is a misuse.
             self._log.warning("awscloudwatch: batch of cycle %s arrived while not running; "
                               "dropped %d metrics", batch.cycle.index, len(batch.metrics))
             self.settings.telemetry.counter(
                 "exporter_dropped_datapoints_total", "", ("exporter",)
             ).labels(exporter=str(self.settings.id)).inc(len(batch.metrics))
             return
+        await super().consume(batch)
+
+    def _to_requests(self, batch: Batch) -> list[PutRequest]:
+        """The cycle's datums added to the pending request; the requests that filled up."""
+        assert self._options is not None  # consume refuses batches before start
         conversion = to_datums(batch.metrics, batch.cycle.time, self._options)
         self._note_rejected(conversion)
-        for datum in conversion.datums:
-            full = self._builder.add(datum)
-            if full is not None:
-                await self.sender.offer(full)
+        full = (self._builder.add(datum) for datum in conversion.datums)
+        return [request for request in full if request is not None]
+
+    def _pending(self) -> tuple[PutRequest, ...]:
+        """The pending request, taken (the helper's flush: timer and shutdown)."""
+        request = self._builder.take()
+        return () if request is None else (request,)
 
     def _note_rejected(self, conversion: Conversion) -> None:
         if conversion.rejected:
@@ -148,17 +142,6 @@ class CloudWatchExporter:
         for unit in conversion.unknown_units - self._warned_units:
             self._warned_units.add(unit)
             self._log.warning("unit %r is not a CloudWatch unit; sending Unit=None instead", unit)
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(float(self.config.flush_interval))
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Hand what is pending to the sending queue now, without waiting for the timer."""
-        request = self._builder.take()
-        if request is not None:
-            await self.sender.offer(request)
 
     # -- sending ----------------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
-"""Factory of the ``awscloudwatch`` exporter (registered by entry point)."""
+"""The ``awscloudwatch`` exporter's factory, registered under ``cni_pipeline.exporters``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline import ClusterShape, ComponentSettings, Exporter, Kind, Metric
+from pipeline import ClusterShape, ComponentSettings, Kind, Metric
 
 from ._plan import describe_plan
 from .config import CloudWatchExporterConfig
@@ -18,7 +18,9 @@ class CloudWatchExporterFactory:
     def default_config(self) -> CloudWatchExporterConfig:
         return CloudWatchExporterConfig()
 
-    def create(self, settings: ComponentSettings, config: CloudWatchExporterConfig) -> Exporter:
+    def create(
+        self, settings: ComponentSettings, config: CloudWatchExporterConfig
+    ) -> CloudWatchExporter:
         return CloudWatchExporter(settings, config)
 
     def describe_plan(

@@ -11,7 +11,7 @@ import botocore.session
 import pytest
 from botocore.serialize import create_serializer
 
-from exporters.awscloudwatch._datums import (
+from exporters.awscloudwatch._convert import (
     MAX_DATUMS_PER_REQUEST,
     MAX_REQUEST_BYTES,
     DatumOptions,
