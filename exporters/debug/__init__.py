@@ -1,4 +1,4 @@
-"""The ``debug`` exporter: logs each cycle's aggregates in the Go helper's words."""
+"""``debug`` exporter: logs each cycle's aggregates in the Go helper's words."""
 
 from .config import DebugExporterConfig
 from .exporter import DebugExporter

@@ -1,4 +1,4 @@
-"""The ``debug`` exporter's factory, registered under the ``cni_pipeline.exporters`` entry point."""
+"""The ``debug`` exporter's factory, registered under ``cni_pipeline.exporters``."""
 
 from __future__ import annotations
 
