@@ -177,7 +177,6 @@ class SendingQueue(Generic[T]):
         self._idle = asyncio.Event()
         self._idle.set()
         self._accepting = True
-        self._started = False
         self._drain_deadline: float | None = None
         self._wake = asyncio.Event()  # set at shutdown: cuts backoff sleeps short
 
@@ -190,7 +189,6 @@ class SendingQueue(Generic[T]):
 
     async def start(self, host: Host) -> None:
         self._host = host
-        self._started = True
         if self._queue_settings.enabled:
             self._workers = [
                 asyncio.create_task(self._work(), name=f"{self._settings.id}-sender-{i}")
