@@ -126,6 +126,7 @@ class OtlpExporter(QueuedExporter[_Request]):
         )
 
     def _to_request(self, batch: Batch) -> tuple[_Request]:
+        """The converter: one request per batch, its running totals taken as it is accepted."""
         running = self._totals.add(batch) if self._totals is not None else None
         points = count_points(batch, per_target=self.config.per_target, families=self._families)
         return (_Request(batch, running, points),)
