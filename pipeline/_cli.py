@@ -21,7 +21,7 @@ from ._config import Config, build_config, config_warnings, load_config
 from ._errors import ConfigError, PipelineError, RegistryError
 from ._logging import resolve_level, setup_logging
 from ._registry import Registry
-from ._runtime import Service, run_until_signal
+from ._runtime import EARLY_STOP, Service, run_until_signal
 from ._units import Duration
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -167,7 +167,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if command in ("run", "dropin") and argv is None:
         # Until the event loop installs its own handler, a SIGTERM (a pod deleted while it
         # starts) is a clean stop of what has not started yet, not a kill with status 143.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: EARLY_STOP.set())
     try:
         registry = Registry.load()
     except RegistryError as exc:
@@ -206,6 +206,9 @@ def _cmd_run(args: argparse.Namespace, registry: Registry) -> int:
         _print_config_error(exc)
         return EXIT_USAGE
     _setup_logging(args, config)
+    if EARLY_STOP.is_set():
+        logger.info("stopped before starting (SIGTERM)")
+        return EXIT_OK
     try:
         asyncio.run(run_until_signal(Service(config, registry)))
     except (PipelineError, OSError) as exc:

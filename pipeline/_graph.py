@@ -55,12 +55,14 @@ class Graph:
     def start_order(self) -> list[Node]:
         return [*self.exporters, *self.processors, *self.receivers]
 
-    async def start_all(self, host: Host, logger: logging.Logger) -> None:
-        """Start downstream first; on a failure, stop what started, raise naming the component."""
+    async def start_all(self, host_for: Callable[[Kind], Host], logger: logging.Logger) -> None:
+        """Start downstream first; on a failure, stop what started, raise naming the component.
+
+        ``host_for(kind)`` is the host components of that kind report their health to."""
         for node in self.start_order():
             logger.info("starting %s", node.label, extra={"component": log_tag(node.kind, node.id)})
             try:
-                await node.component.start(host)
+                await node.component.start(host_for(node.kind))
             except Exception as exc:
                 await self.shutdown_all(logger)
                 raise ComponentError(f"failed to start: {exc}", f"{node.label}") from exc

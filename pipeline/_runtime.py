@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 import time
 
-from ._component import ComponentID, ComponentSettings, Kind
+from ._component import ComponentID, ComponentSettings, Kind, log_tag
 from ._config import Config, config_warnings
 from ._gc import GcPolicy
 from ._graph import Graph, build_graph
@@ -18,15 +19,23 @@ from ._units import parse_endpoint
 
 logger = logging.getLogger("cni_pipeline")
 
+#: Set by the command line's SIGTERM handler while it starts, before the loop has its own: the
+#: service then stops at once (a pod deleted while starting), instead of the default kill.
+EARLY_STOP = threading.Event()
+
 
 class _Host:
-    """What components see of the service: a place to report their health."""
+    """What components of one kind see of the service: a place to report their health.
 
-    def __init__(self, telemetry: Telemetry) -> None:
+    Reports are kept under kind and ID, so a receiver and an exporter of one type (both
+    ``prometheus``) do not overwrite each other's health."""
+
+    def __init__(self, telemetry: Telemetry, kind: Kind) -> None:
         self._telemetry = telemetry
+        self._kind = kind
 
     def report_status(self, component: ComponentID, healthy: bool, message: str = "") -> None:
-        self._telemetry.report_status(str(component), healthy, message)
+        self._telemetry.report_status(log_tag(self._kind, component), healthy, message)
 
 
 class Service:
@@ -68,7 +77,7 @@ class Service:
         self.telemetry.unhealthy_after = float(self.config.service.telemetry.unhealthy_after)
         self._start_telemetry_server()
         pending = {
-            str(cid)
+            log_tag(Kind.RECEIVER, cid)
             for cid in self.config.receivers
             if any(cid in p.receivers for p in self.config.pipelines)
         }
@@ -76,7 +85,7 @@ class Service:
         self.graph = build_graph(self.config, self.registry, self._settings, self.telemetry, logger)
         for warning in config_warnings(self.config, self.registry):
             logger.warning("%s", warning)
-        await self.graph.start_all(_Host(self.telemetry), logger)
+        await self.graph.start_all(lambda kind: _Host(self.telemetry, kind), logger)
         self.gc.start()
         logger.info(
             "pipeline started: %d pipeline(s) from %s",
@@ -108,6 +117,8 @@ async def run_until_signal(service: Service) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if EARLY_STOP.is_set():  # a SIGTERM came before the handler above
+        stop.set()
     try:
         await service.run(stop)
     finally:

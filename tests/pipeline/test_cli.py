@@ -223,7 +223,7 @@ def test_metrics_and_liveness_answer_before_discovery_syncs(tmp_path):
         assert wait_healthz(port) == 200
         ready, body = _get(f"http://127.0.0.1:{port}/readyz")
         assert ready == 503
-        assert "waiting for the first cycle of prometheus" in body
+        assert "waiting for the first cycle of receiver/prometheus" in body
         code, metrics = _get(f"http://127.0.0.1:{port}/metrics")
         assert code == 200
     finally:

@@ -68,7 +68,7 @@ async def test_readyz_follows_unhealthy_after() -> None:
                 await asyncio.sleep(0.05)
         port = service.server.port
         # failing for over 1s (the default would wait 300s)
-        await _until(port, 503, "prometheus failing for")
+        await _until(port, 503, "receiver/prometheus failing for")
         server = await serve_page(HOST, "page", target_port)
         await _until(port, 200, "ok")
     finally:
