@@ -9,9 +9,10 @@ import textwrap
 import urllib.error
 import urllib.request
 
+from pipeline import ComponentID, Kind, Telemetry
 from pipeline._config import load_config_text
 from pipeline._registry import Registry
-from pipeline._runtime import Service
+from pipeline._runtime import Service, _Host
 from tests.receivers.prometheus.test_receiver import serve_page
 
 HOST = "127.0.0.33"
@@ -76,3 +77,12 @@ async def test_readyz_follows_unhealthy_after() -> None:
         await run
         if server is not None:
             server.close()
+
+
+def test_a_receiver_and_an_exporter_of_one_name_keep_their_own_health() -> None:
+    telemetry = Telemetry()
+    cid = ComponentID("prometheus")
+    _Host(telemetry, Kind.RECEIVER).report_status(cid, False, "all 3 targets failed")
+    _Host(telemetry, Kind.EXPORTER).report_status(cid, True, "serving")  # must not mask it
+    problem = telemetry.readiness(failing_for=-1.0)  # any failure at all counts here
+    assert problem is not None and problem.startswith("receiver/prometheus failing for")
