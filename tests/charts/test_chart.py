@@ -82,6 +82,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
                         "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
     "image-override": {"image": {"override": "123456789012.dkr.ecr.us-west-2.amazonaws.com/"
                                              "cni-pipeline@sha256:" + "a" * 64}},
+    # The Go cni-metrics-helper chart's own values file (its image keys name that tool's ECR image,
+    # so image.override points at ours): a Go-helper user's values install unchanged.
+    "go-chart-values": {
+        "nameOverride": "cni-metrics-helper", "fullnameOverride": "cni-metrics-helper",
+        "image": {"region": "us-west-2", "tag": "v1.15.3", "account": "602401143452",
+                  "domain": "amazonaws.com", "override": "registry.example.com/cni-pipeline:0.1.0"},
+        "env": {"USE_CLOUDWATCH": "true", "USE_PROMETHEUS": "false", "AWS_CLUSTER_ID": "",
+                "AWS_VPC_K8S_CNI_LOGLEVEL": "INFO"},
+        "serviceAccount": {"create": True, "name": None, "annotations": {
+            "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/cni-metrics-helper"}},
+        "resources": {},
+    },
     "scheduling": {"priorityClassName": "system-cluster-critical",
                    "tolerations": [{"operator": "Exists"}],
                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
@@ -294,6 +306,14 @@ def test_values_reach_the_pod(rendered: dict[str, list[Obj]]) -> None:
     assert container(rendered["image-override"])["image"] == override
     account = only(rendered["irsa"], "ServiceAccount")
     assert account["metadata"]["annotations"] == VARIANTS["irsa"]["serviceAccount"]["annotations"]
+    go = VARIANTS["go-chart-values"]
+    go_objects = rendered["go-chart-values"]
+    account = only(go_objects, "ServiceAccount")
+    assert account["metadata"]["name"] == "cni-metrics-helper"  # the name IRSA roles trust
+    assert account["metadata"]["annotations"] == go["serviceAccount"]["annotations"]
+    deployment_spec = only(go_objects, "Deployment")["spec"]["template"]["spec"]
+    assert deployment_spec["serviceAccountName"] == "cni-metrics-helper"
+    assert container(go_objects)["image"] == go["image"]["override"]
 
 
 def test_unquoted_env_numbers_keep_their_digits() -> None:
