@@ -168,8 +168,9 @@ def test_command_line_parses(block: Block, argv: list[str], capsys) -> None:
 
 
 def test_validate_and_components_commands_run(tmp_path: Path, capsys, monkeypatch) -> None:
-    """`validate --config my.yaml` runs on the README's own full example; configs/ ones as is."""
-    (whole,) = [b for b in YAML_BLOCKS if "service" in (yaml.safe_load(b.text) or {})]
+    """`validate --config my.yaml` runs on a full example of the README (the first); configs/
+    ones as they are. Every full example is loaded through the real loader above."""
+    whole = next(b for b in YAML_BLOCKS if "service" in (yaml.safe_load(b.text) or {}))
     (tmp_path / "my.yaml").write_text(whole.text)
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     monkeypatch.chdir(tmp_path)
