@@ -7,11 +7,19 @@ The fleet (``simfleet``, its own processes) is scraped through static targets by
 ``prometheus`` receiver, aggregated by ``cni_aggregate`` and served by the ``prometheus`` exporter,
 all on loopback. After every cycle (seen on the pipeline's telemetry endpoint, where
 ``cni_pipeline_cycle_duration_seconds`` also gives each cycle's duration) the fleet moves one
-step, seeded and bounded: every node's counters and gauges advance; every ``--restart-every``
-cycles one node restarts (counters to 0); every ``--fault-every`` cycles one node fails for
-``--fault-cycles`` cycles (500, hang past the timeout, a broken page, a closed connection or
-refused connections, in turn) and then recovers. The mutations run between scrapes, so the
-pipeline sees every step; a step that ran into the next tick is counted and reported.
+step, seeded and bounded: every ``--advance-every`` cycles (10) every node's counters and gauges
+advance; every 10 cycles one node restarts (counters to 0); every 7 cycles one node fails for 3
+cycles (500, hang past the timeout, a broken page, a closed connection or refused connections, in
+turn) and then recovers.
+
+Each advance may also give 3 % of the nodes a new labelled counter series (simfleet models a
+client library creating a series on its first increment), and the pipeline's state grows with the
+series it scrapes: advancing every cycle, 2,000 nodes gain about 18 % more series in 10 minutes
+and the RSS follows them. Every tenth cycle keeps that growth small enough for the RSS to tell a
+leak from state; the soak prints the series count at both ends to show what the state did.
+
+The mutations run between scrapes, so the pipeline sees every step; a step that may have run into
+the next tick is counted and reported.
 
 At the end, with every node recovered and the fleet still, the exporter's counter running totals
 (the sum of every cycle's published increase) must equal the fleet's true increase since the first
@@ -25,6 +33,7 @@ static. Ctrl-C stops the pipeline and the fleet.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import resource
 import signal
@@ -73,6 +82,7 @@ class Options:
     restart_every: int = 10
     fault_every: int = 7
     fault_cycles: int = 3
+    advance_every: int = 10
     sample_every: float = 5.0
     warmup: float = 60.0
 
@@ -89,6 +99,7 @@ class Result:
     faults: int = 0
     late_steps: int = 0
     growth: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    samples: tuple[float, float] = (0.0, 0.0)  # samples a cycle kept, first and last
 
     @property
     def exact_ok(self) -> bool:
@@ -152,15 +163,18 @@ class _Pipeline:
                 [sys.executable, "-m", "pipeline", "--config", str(config)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
 
-    def cycle_stats(self) -> tuple[int, float]:
-        """(cycles done, total seconds) from cni_pipeline_cycle_duration_seconds."""
-        count, total = 0, 0.0
+    def cycle_stats(self) -> tuple[int, float, float]:
+        """(cycles done, their total seconds, samples kept) from the telemetry endpoint."""
+        count, total, kept = 0, 0.0, 0.0
         for line in _get(self.telemetry_url).splitlines():
+            value = line.rsplit(" ", 1)[-1]
             if line.startswith("cni_pipeline_cycle_duration_seconds_count"):
-                count = int(float(line.rsplit(" ", 1)[1]))
+                count = int(float(value))
             elif line.startswith("cni_pipeline_cycle_duration_seconds_sum"):
-                total = float(line.rsplit(" ", 1)[1])
-        return count, total
+                total = float(value)
+            elif line.startswith("cni_pipeline_samples_kept_total"):
+                kept = float(value)
+        return count, total, kept
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:
@@ -185,6 +199,10 @@ class _Waiter:
         self.interval = interval
         self.count, self.total = 0, 0.0
         self.durations: list[float] = []
+        #: Samples the latest cycle kept: the fleet's series count, which new labelled
+        #: counter series grow (the state the pipeline keeps grows with it).
+        self.samples = 0.0
+        self._kept = 0.0
 
     def next_cycle(self, timeout: float) -> float:
         """Seconds the finished cycle took (the mean when two finished between polls)."""
@@ -192,12 +210,13 @@ class _Waiter:
         while time.monotonic() < deadline:
             self.pipeline.check_alive()
             try:
-                count, total = self.pipeline.cycle_stats()
+                count, total, kept = self.pipeline.cycle_stats()
             except OSError:  # the telemetry endpoint not up yet
-                count, total = self.count, self.total
+                count, total, kept = self.count, self.total, self._kept
             if count > self.count:
                 duration = (total - self.total) / (count - self.count)
-                self.count, self.total = count, total
+                self.samples = (kept - self._kept) / (count - self.count)
+                self.count, self.total, self._kept = count, total, kept
                 self.durations.append(duration)
                 return duration
             time.sleep(0.05)
@@ -242,7 +261,8 @@ class _Fleet:
             client.set_failure(node, FAULTS[self.faults % len(FAULTS)])
             self.failing[node] = self.options.fault_cycles
             self.faults += 1
-        client.advance_quietly()
+        if cycle % self.options.advance_every == 0:
+            client.advance_quietly()
 
     def recover_all(self) -> None:
         for node in self.failing:
@@ -270,6 +290,12 @@ def _running(options: Options) -> Iterator[tuple[FleetProcess, _Pipeline]]:
             fleet.stop()
 
 
+def _until_next_tick(duration: float, options: Options) -> float:
+    """Seconds from a cycle's end to the next tick: a cycle that ran late skips the ticks it
+    overlapped."""
+    return options.interval * max(1, math.ceil(duration / options.interval)) - duration
+
+
 def _sample(result: Result, pid: int, began: float, last: float, every: float) -> float:
     """Takes an RSS sample when one is due; returns when the latest was taken."""
     now = time.monotonic()
@@ -285,20 +311,22 @@ def run(options: Options, out: Any = sys.stdout) -> Result:
         waiter = _Waiter(pipeline, options.interval)
         waiter.next_cycle(timeout=120 + options.nodes / 20)  # every node's first scrape: baselines
         began = last_sample = time.monotonic()
+        first_samples = waiter.samples
         result.rss.append((0.0, _rss_mib(pipeline.process.pid)))
         steps = _Fleet(fleet, options)
         end = began + options.minutes * 60
-        cycle = 0
+        cycle = shown = 0
         while time.monotonic() < end:
             cycle += 1
             mutated_at = time.monotonic()
             steps.step(cycle)
-            if time.monotonic() - mutated_at + waiter.durations[-1] > options.interval:
+            if time.monotonic() - mutated_at > _until_next_tick(waiter.durations[-1], options):
                 result.late_steps += 1  # this step may have run into the next tick's scrape
             waiter.next_cycle(timeout=options.interval * 4 + 60)
             last_sample = _sample(result, pipeline.process.pid, began, last_sample,
                                   options.sample_every)
-            _progress(out, result, began, options)
+            result.durations = waiter.durations
+            shown = _progress(out, result, began, options, shown)
         steps.recover_all()
         steps.step(cycle + 1)  # recovered nodes' catch-up, counted by the next scrape
         final = steps.finish()
@@ -308,17 +336,21 @@ def run(options: Options, out: Any = sys.stdout) -> Result:
         served = served_values(_get(pipeline.exporter_url))
     result.checks = exact_checks(served, steps.counted, final)
     result.durations = waiter.durations[1:]  # the first cycle opens every connection
+    result.samples = (first_samples, waiter.samples)
     result.cycles, result.restarts, result.faults = cycle, steps.restarts, steps.faults
     result.growth = rss_growth(result.rss, min(options.warmup, options.minutes * 12))
     return result
 
 
-def _progress(out: Any, result: Result, began: float, options: Options) -> None:
-    """A line per minute (per ten seconds for runs under two minutes) as the soak goes."""
+def _progress(out: Any, result: Result, began: float, options: Options, shown: int) -> int:
+    """A line per minute (per ten seconds for runs under two minutes) as the soak goes; returns
+    the number of the period last shown."""
     period = 60.0 if options.minutes >= 2 else 10.0
-    elapsed = time.monotonic() - began
-    if result.rss and int(elapsed // period) > int((elapsed - options.interval) // period):
-        print(f"  {elapsed:6.0f} s  RSS {result.rss[-1][1]:7.1f} MiB", file=out, flush=True)
+    current = int((time.monotonic() - began) // period)
+    if current > shown and result.rss:
+        print(f"  {current * period:6.0f} s  RSS {result.rss[-1][1]:7.1f} MiB  "
+              f"cycles {len(result.durations)}", file=out, flush=True)
+    return max(current, shown)
 
 
 def report(result: Result, options: Options, out: Any = sys.stdout) -> None:
@@ -331,6 +363,9 @@ def report(result: Result, options: Options, out: Any = sys.stdout) -> None:
     before, after, growth = result.growth
     print(f"RSS growth from the end of warm-up to the end: {before:.1f} -> {after:.1f} MiB "
           f"= {growth:+.2f} % (limit {MAX_GROWTH_PERCENT:.0f} %)", file=out)
+    first, last = result.samples
+    print(f"series scraped a cycle: {first:.0f} at the start, {last:.0f} at the end "
+          f"({(last - first) / max(first, 1) * 100:+.1f} %: new labelled counter series)", file=out)
     durations = result.durations
     print(f"cycles {result.cycles} (every {options.interval:g} s, {options.nodes} nodes): "
           f"p50 {percentile(durations, 0.5):.3f} s, p99 {percentile(durations, 0.99):.3f} s, "
@@ -351,11 +386,14 @@ def parse(argv: list[str] | None = None) -> Options:
     parser.add_argument("--interval", default="2s", help="the receiver's scrape_interval")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--base", default="127.60.0.1", help="the fleet's first address")
+    parser.add_argument("--advance-every", type=int, default=10, metavar="N",
+                        help="the fleet's counters move every N cycles (each move may add a "
+                             "labelled series on 3 %% of the nodes, growing the state)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.nodes < 2:
         parser.error("--minutes must be positive and --nodes at least 2")
     return Options(args.minutes, args.nodes, float(Duration.from_config(args.interval)),
-                   seed=args.seed, base=args.base)
+                   seed=args.seed, base=args.base, advance_every=args.advance_every)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ from simfleet import FleetProcess
 
 def test_short_soak_passes_its_exact_checks_and_samples_rss() -> None:
     options = Options(minutes=0.35, nodes=30, interval=2.0, base="127.62.0.1",
-                      restart_every=4, fault_every=3, fault_cycles=2, sample_every=2.0)
+                      restart_every=4, fault_every=3, fault_cycles=2, sample_every=2.0,
+                      advance_every=1)
     result = run(options, out=io.StringIO())
     counters = [c for c in result.checks if c.name.endswith("_total")]
     gauges = [c for c in result.checks if not c.name.endswith("_total")]
