@@ -149,15 +149,23 @@ def _config(addresses: list[str], interval: float, exporter: int, telemetry: int
     }
 
 
+def _two_free_ports() -> tuple[int, int]:
+    """Two different free ports (asked for one at a time, the kernel may hand out one twice)."""
+    first = _free_port()
+    second = _free_port()
+    while second == first:
+        second = _free_port()
+    return first, second
+
+
 class _Pipeline:
     """``cni-pipeline --config`` in its own process; its telemetry and exporter on loopback."""
 
     def __init__(self, addresses: list[str], interval: float, workdir: Path) -> None:
-        self.exporter_url = f"http://127.0.0.1:{_free_port()}/metrics"
-        telemetry = _free_port()
+        exporter, telemetry = _two_free_ports()
+        self.exporter_url = f"http://127.0.0.1:{exporter}/metrics"
         self.telemetry_url = f"http://127.0.0.1:{telemetry}/metrics"
         config = workdir / "soak.yaml"
-        exporter = int(self.exporter_url.split(":")[2].split("/")[0])
         config.write_text(yaml.safe_dump(_config(addresses, interval, exporter, telemetry)))
         self.log = workdir / "pipeline.log"
         with self.log.open("wb") as log:
