@@ -289,9 +289,9 @@ def _running(options: Options) -> Iterator[tuple[FleetProcess, _Pipeline]]:
     fleet = FleetProcess(options.nodes, base_address=options.base, seed=options.seed,
                          start_time=time.time() - 3600)
     with tempfile.TemporaryDirectory(prefix="cni-soak-") as workdir:
-        fleet.start(120.0)
         pipeline = None
         try:
+            fleet.start(120.0)
             pipeline = _Pipeline(fleet.addresses, options.interval, Path(workdir))
             yield fleet, pipeline
         finally:
@@ -406,8 +406,16 @@ def parse(argv: list[str] | None = None) -> Options:
                    seed=args.seed, base=args.base, advance_every=args.advance_every)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
+    # Ctrl-C or a kill stops the pipeline and the fleet on the way out (SIGINT is ignored in a
+    # shell's background job unless set back).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     print(f"soak: {options.nodes} nodes, scrape every {options.interval:g} s, "
           f"{options.minutes:g} min, seed {options.seed}", flush=True)
     try:
