@@ -46,7 +46,7 @@ from receivers.prometheus._textparse import page_parser, parse_page  # noqa: E40
 
 FIXTURES = REPO / "tests" / "fixtures" / "aws-node"
 
-#: The source families of the aggregation rules (DESIGN.md's table).
+#: The source families of the aggregation rules (docs/aggregation.md, "The default rule table").
 AWSCNI = wanted_families(DEFAULT_RULES)
 
 

@@ -4,8 +4,9 @@ The server runs in another process (so its CPU is not counted); the client side'
 (``time.process_time``) is divided by the number of scrapes. Variants: plain and gzip'd bodies
 with a Content-Length, a gzip'd body sent chunked as Go's promhttp (and the simulated fleet)
 send it (``chunked``: gzip level 1, 4 KB chunks), with and without parsing the page (wanted =
-the aws-node families of DESIGN.md), one request in flight and many, and a baseline client on
-plain asyncio streams for comparison (Content-Length bodies only).
+the aws-node families of the rule table in docs/aggregation.md), one request in flight and
+many, and a baseline client on plain asyncio streams for comparison (Content-Length bodies
+only).
 
     .venv/bin/python bench/bench_scrape.py [--scrapes 3000] [--rounds 5] [--uvloop]
 

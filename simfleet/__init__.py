@@ -1,7 +1,8 @@
 """simfleet: a simulated fleet of aws-node metrics endpoints on loopback.
 
 N nodes, node ``i`` listening on ``base + i`` (127.20.0.1, 127.20.0.2, ...) port 61678, each
-serving an aws-node page (every awscni_* family of DESIGN.md, go_*, process_*, optional padding)
+serving an aws-node page (every awscni_* family of the rule table in docs/aggregation.md,
+go_*, process_*, optional padding)
 whose values the caller controls, with restarts and failure modes. Gzip when asked, chunked past
 4 KB, like aws-node's Go server. Used by the tests, the benchmarks and ``cni-pipeline demo``::
 

@@ -24,7 +24,8 @@ class NodeTruth:
     """What one node serves right now.
 
     ``gauges``/``counters``: family -> series text exactly as on the page -> value; the kind
-    follows the DESIGN table (awscni_add_ip_req_count is a counter even when typed gauge).
+    follows the default rule table of docs/aggregation.md (awscni_add_ip_req_count is a counter
+    even when typed gauge).
     ``p99``: the 0.99-quantile series of awscni_aws_api_latency_ms -> value (NaN when the
     summary's window is empty). ``failure``: the node's current failure mode.
     """
@@ -63,7 +64,7 @@ class FleetTruth:
         return [self.nodes[i] for i in nodes]
 
     def gauge_sum(self, family: str, nodes: Iterable[int] | None = None) -> float:
-        """Sum of every series of a gauge family over the nodes (DESIGN: gauge, Sum)."""
+        """Sum of every series of a gauge family over the nodes (the rule table: gauge, Sum)."""
         return _finite_sum(v for node in self._selected(nodes)
                            for v in node.gauges.get(family, {}).values())
 
@@ -75,7 +76,7 @@ class FleetTruth:
     def counter_increase(
         self, family: str, since: FleetTruth, nodes: Iterable[int] | None = None
     ) -> float:
-        """Sum over nodes and series of the increase since ``since``, by DESIGN's counter rule.
+        """Sum over nodes and series of the increase since ``since`` (docs/aggregation.md's rule).
 
         Per (node, series): a series new since then counts whole; after a restart (a changed
         process_start_time) or a drop, the new value is the increase. Nodes absent from
@@ -100,7 +101,7 @@ class FleetTruth:
         return total
 
     def p99_max(self, nodes: Iterable[int] | None = None) -> float:
-        """Max of every node's 0.99 latency quantiles (DESIGN: summary, Max); NaN if none."""
+        """Max of every node's 0.99 latency quantiles (rule table: summary, Max); NaN if none."""
         values = [v for node in self._selected(nodes) for v in node.p99.values()
                   if math.isfinite(v)]
         return max(values) if values else math.nan

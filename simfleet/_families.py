@@ -1,8 +1,8 @@
 """The aws-node metric families the fleet serves, with the label values a real node uses.
 
 Names, HELP texts and label names follow aws-node's ``prometheusmetrics`` package and the pages in
-``shared/fixtures/aws-node/``; the rates and ranges are invented but plausible. Every family of the
-DESIGN.md aggregation table is here, so a simulated page exercises every rule.
+``tests/fixtures/aws-node/``; the rates and ranges are invented but plausible. Every family of the
+aggregation rule table (docs/aggregation.md) is here, so a simulated page exercises every rule.
 """
 
 from __future__ import annotations

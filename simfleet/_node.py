@@ -400,8 +400,8 @@ class NodeState:
     def truth(self) -> dict[str, Any]:
         """JSON-ready values: gauges and counters (family -> series text -> value), p99s, start.
 
-        Kinds follow the DESIGN table, not the page's TYPE line: with ``counter_type_gauge``,
-        awscni_add_ip_req_count still lists under counters.
+        Kinds follow the rule table (docs/aggregation.md), not the page's TYPE line: with
+        ``counter_type_gauge``, awscni_add_ip_req_count still lists under counters.
         """
         gauges: dict[str, dict[str, Any]] = {}
         counters: dict[str, dict[str, Any]] = {}

@@ -1,8 +1,8 @@
 """The first complete run: 20 simulated aws-node pods scraped through static targets, aggregated by
 cni_aggregate and logged by the debug exporter, compared with the fleet's truth every cycle.
 
-Expected values are computed here from the fleet's truth and the DESIGN.md table (independently of
-the processor's rule table); a node restarts mid-run.
+Expected values are computed here from the fleet's truth and the rule table in
+docs/aggregation.md (independently of the processor's rule table); a node restarts mid-run.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from simfleet._node import NodeState
 from simfleet._page import CHUNK_THRESHOLD, gzip_body, make_padding, plain_body
 
 NOW = 1_700_000_000.0
-DESIGN_FAMILIES = {
+RULE_TABLE_FAMILIES = {
     "awscni_add_ip_req_count": "counter", "awscni_assigned_ip_addresses": "gauge",
     "awscni_aws_api_error_count": "counter", "awscni_aws_api_latency_ms": "summary",
     "awscni_aws_utils_error_count": "counter", "awscni_del_ip_req_count": "counter",
@@ -61,12 +61,12 @@ def test_series_text_sorts_and_escapes_labels() -> None:
 def test_page_has_every_design_family_with_its_type() -> None:
     text = NodeState(0, seed=1, now=NOW).render()
     parsed = families(text)
-    for name, kind in DESIGN_FAMILIES.items():
+    for name, kind in RULE_TABLE_FAMILIES.items():
         assert parsed.get(name) == kind, name
         assert f"# HELP {name} " in text
     assert parsed["go_goroutines"] == parsed["process_start_time_seconds"] == "gauge"
     assert parsed["process_cpu_seconds"] == "counter"  # prometheus_client drops "_total"
-    assert {spec.name for spec in FAMILIES} == set(DESIGN_FAMILIES)
+    assert {spec.name for spec in FAMILIES} == set(RULE_TABLE_FAMILIES)
 
 
 def test_counter_type_gauge_changes_only_the_type_line() -> None:
@@ -75,7 +75,7 @@ def test_counter_type_gauge_changes_only_the_type_line() -> None:
     assert families(typed.render())["awscni_add_ip_req_count"] == "gauge"
     as_counter = typed.render().replace("add_ip_req_count gauge", "add_ip_req_count counter")
     assert as_counter == plain
-    assert "awscni_add_ip_req_count" in typed.truth()["counters"]  # kind by the DESIGN table
+    assert "awscni_add_ip_req_count" in typed.truth()["counters"]  # kind by the rule table
 
 
 def test_truth_series_text_and_values_match_the_page() -> None:

@@ -62,7 +62,7 @@ def test_factory_creates_an_exporter(settings: object) -> None:
 
 
 def cni_plan(nodes: int, per_node: bool = False) -> list[Metric]:
-    """20 cluster-wide metrics (the DESIGN table), plus one per node for each when grouped."""
+    """20 cluster-wide metrics (the default rule table), plus one per node for each when grouped."""
     names = [f"metric{i}" for i in range(20)]
     metrics = [Metric(n, MetricKind.GAUGE, 0.0) for n in names]
     metrics.append(Metric("ipUtilization", MetricKind.GAUGE, 0.0, derived=True))
