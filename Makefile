@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint bench demo manifests docker-base docker-wheels docker-metrics \
+.PHONY: install test lint bench soak demo manifests docker-base docker-wheels docker-metrics \
         docker-metrics-test clean
 
 $(BIN)/python:
@@ -24,6 +24,13 @@ lint:
 
 bench:
 	$(BIN)/python bench/run_all.py
+
+# A bounded soak: the simulated fleet with restarts and faults for SOAK_MINUTES; RSS over time,
+# cycle p50/p99 and exact-value checks (bench/soak.py; exit 1 on a mismatch or RSS growth >= 5%).
+SOAK_MINUTES ?= 10
+SOAK_NODES   ?= 2000
+soak:
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES) --nodes $(SOAK_NODES)
 
 # The main job on its embedded default: a simulated fleet, the real pipeline, a local CloudWatch.
 demo:
