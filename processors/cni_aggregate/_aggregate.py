@@ -523,9 +523,6 @@ class Aggregator:
         return sum(state.counters.tracked for state in self._states.values()
                    if state.counters is not None)
 
-    def targets_tracked(self) -> int:
-        return len(self._states)
-
 
 def _histograms(layout: TargetLayout, deltas: tuple[float, ...]) -> Histograms:
     """Each histogram rule's contribution: the increases of every family its lines may be filed

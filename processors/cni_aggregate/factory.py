@@ -15,8 +15,8 @@ from pipeline import (
 )
 
 from ._aggregate import plan
-from ._processor import CniAggregateProcessor
 from .config import CniAggregateConfig, resolve_rules
+from .processor import CniAggregateProcessor
 
 
 class CniAggregateFactory:
