@@ -34,7 +34,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline import (
     Batch,
@@ -61,8 +61,18 @@ _CACHE_LIMIT = 100_000
 _REPORTING, _STALE, _FAILED = 0, 1, 2
 _BUCKET, _SUM, _COUNT, _OTHER = 0, 1, 2, 3
 
-#: A histogram's (count, n, sum, increments by bucket bound) on one target.
-Contribution = tuple[float, int, float, Any]
+
+
+class Contribution(NamedTuple):
+    """A histogram's increases on one target."""
+
+    count_increase: float
+    #: How many of the target's lines were selected.
+    n: int
+    sum_increase: float
+    #: Increment by bucket bound (not cumulative).
+    increments: dict[float, float]
+
 #: Histogram rule index -> its contribution (None: the target had no selected line).
 Histograms = dict[int, "Contribution | None"]
 
@@ -189,7 +199,7 @@ class _Histogram:
             for bound, value in cumulative:
                 increments[bound] = increments.get(bound, 0.0) + (value - below)
                 below = value
-        return (count, n, total, increments)
+        return Contribution(count, n, total, increments)
 
 
 def _histogram_metric(rule: Rule, contributions: list[Contribution], attributes: Attributes
@@ -219,7 +229,7 @@ def _merge_histograms(contributions: list[Contribution]) -> Distribution:
     """
     per_bound: dict[float, list[float]] = {}
     for contribution in contributions:
-        for bound, increment in contribution[3].items():
+        for bound, increment in contribution.increments.items():
             per_bound.setdefault(bound, []).append(increment)
     bounds = sorted(bound for bound in per_bound if bound != _INF)
     counts = [exact_sum(per_bound[bound]) for bound in bounds]
@@ -227,8 +237,8 @@ def _merge_histograms(contributions: list[Contribution]) -> Distribution:
     return Distribution(
         bounds=tuple(bounds),
         counts=tuple(counts),
-        sum=exact_sum([c[2] for c in contributions]),
-        count=exact_sum([c[0] for c in contributions]),
+        sum=exact_sum([c.sum_increase for c in contributions]),
+        count=exact_sum([c.count_increase for c in contributions]),
     )
 
 
@@ -550,7 +560,7 @@ def _no_increase(state: _TargetState, shape: Shape) -> tuple[float, ...]:
 def _no_histogram_increase(state: _TargetState) -> Histograms | None:
     if state.histograms is None:
         return None
-    return {index: None if old is None else (0.0, old[1], 0.0, {})
+    return {index: None if old is None else Contribution(0.0, old.n, 0.0, {})
             for index, old in state.histograms.items()}
 
 

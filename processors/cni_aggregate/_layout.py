@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline import parse_series
 
@@ -26,10 +26,17 @@ VALUES, INCREASES, HISTOGRAM = 0, 1, 2
 
 #: For a histogram's lines: (group, watched); see ``_tracker``.
 GroupOf = Callable[[str], tuple[Hashable, bool]]
-#: One step of reading a page: (kind, family, fallback family or "", what it feeds). VALUES and
-#: INCREASES feed rule indexes; HISTOGRAM has the lookup families in place of the family and
-#: feeds (rule index, reader).
-Step = tuple[int, Any, str, Any]
+
+
+class Step(NamedTuple):
+    """One step of reading a page. VALUES and INCREASES feed rule indexes; HISTOGRAM has the
+    lookup families in place of the family and feeds (rule index, reader)."""
+
+    kind: int
+    family: Any
+    #: The fallback family, or "".
+    fallback: str
+    feeds: Any
 
 #: Caches are cleared past these sizes, so families with unbounded label values, or node churn
 #: (each node's own CIDR label values), cannot grow memory without limit; clearing costs only
@@ -51,7 +58,7 @@ def steps_of(rules: Sequence[Rule], histogram_readers: dict[int, object]) -> lis
     for index, rule in enumerate(rules):
         lookup = rule.lookup_families
         if rule.type is RuleType.HISTOGRAM:
-            ordered.append((index, (HISTOGRAM, lookup, "", (index, histogram_readers[index]))))
+            ordered.append((index, Step(HISTOGRAM, lookup, "", (index, histogram_readers[index]))))
             continue
         kind = INCREASES if rule.type is RuleType.COUNTER else VALUES
         key = (kind, lookup[0], lookup[1] if len(lookup) > 1 else "")
@@ -66,7 +73,7 @@ def steps_of(rules: Sequence[Rule], histogram_readers: dict[int, object]) -> lis
             continue
         kind, family, fallback = step
         feeds = tuple(groups[step])
-        steps.append((kind, family, fallback, feeds))
+        steps.append(Step(kind, family, fallback, feeds))
     return steps
 
 
