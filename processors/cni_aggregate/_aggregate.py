@@ -49,7 +49,7 @@ from pipeline import (
 )
 
 from ._derived import Attributes, capacity_metrics, capacity_names, coverage_metrics
-from ._layout import VALUES, GroupOf, Layouts, Plan, Shape, TargetLayout
+from ._layout import VALUES, GroupOf, Layouts, ReadPlan, Shape, TargetLayout
 from ._rules import UNKNOWN_GROUP, Operation, Rule, RuleType
 from ._tracker import CounterState, Tally, advance
 
@@ -426,11 +426,11 @@ class Aggregator:
                 readers[index] = _Histogram(rule, lines)
         group_of: dict[str, GroupOf] = {
             family: lines.group_of for family, lines in histograms.items()}
-        plan = Plan(self.rules, readers, group_of)
-        self._layouts = Layouts(plan)
+        reads = ReadPlan(self.rules, readers, group_of)
+        self._layouts = Layouts(reads)
         #: The wanted families, in the order of a page's flat vector, and as many empty defaults.
-        self._families = plan.families
-        self._empty = ((),) * len(plan.families)
+        self._families = reads.families
+        self._empty = ((),) * len(reads.families)
         #: Does any rule read increases (so the counter tracker runs)?
         self._tracks = any(rule.type in (RuleType.COUNTER, RuleType.HISTOGRAM)
                            for rule in self.rules)
@@ -660,19 +660,20 @@ class _Rows:
         return parts
 
 
-def plan(rules: Sequence[Rule], group_by: Sequence[str], shape: ClusterShape) -> list[Metric]:
+def cycle_metrics(rules: Sequence[Rule], group_by: Sequence[str], shape: ClusterShape
+                  ) -> list[Metric]:
     """The metrics one cycle emits on a cluster of ``shape`` when every family is reported, with
     synthesized group-by values (``zone-1``, ...) and values 0: what ``validate`` prices."""
     sizes = {"zone": shape.zones, "nodegroup": shape.nodegroups,
              "instance_type": shape.instance_types, "node": shape.nodes}
-    metrics = _planned_block(rules, ())
+    metrics = _block_metrics(rules, ())
     for attribute in group_by:
         for number in range(1, max(sizes.get(attribute, 1), 1) + 1):
-            metrics.extend(_planned_block(rules, ((attribute, f"{attribute}-{number}"),)))
+            metrics.extend(_block_metrics(rules, ((attribute, f"{attribute}-{number}"),)))
     return metrics
 
 
-def _planned_block(rules: Sequence[Rule], attributes: Attributes) -> list[Metric]:
+def _block_metrics(rules: Sequence[Rule], attributes: Attributes) -> list[Metric]:
     metrics = [
         rule_metric(rule, rule.metric_kind, 0.0, attributes,
                     Distribution((), (0.0,)) if rule.metric_kind is MetricKind.DISTRIBUTION

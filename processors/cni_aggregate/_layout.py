@@ -143,7 +143,7 @@ class TargetLayout:
 
     def __init__(self, lens: tuple[int, ...], keys: tuple[str, ...], shape: Shape, fast: bool
                  ) -> None:
-        #: Lines per wanted family (0: absent or empty), in :attr:`Plan.families` order.
+        #: Lines per wanted family (0: absent or empty), in :attr:`ReadPlan.families` order.
         self.lens = lens
         #: Series texts of every wanted line, family after family.
         self.keys = keys
@@ -192,7 +192,7 @@ def _nothing(values: Sequence[float]) -> tuple[float, ...]:
     return ()
 
 
-class Plan:
+class ReadPlan:
     """What the rules read, worked out once: the wanted families and the reading steps."""
 
     def __init__(self, rules: Sequence[Rule], histogram_readers: dict[int, object],
@@ -212,10 +212,10 @@ class Plan:
 class Layouts:
     """Target layouts by page shape, and the per-series facts they are built from."""
 
-    __slots__ = ("_plan", "_layouts", "_shapes", "_texts", "_selected", "_chosen_by_lines")
+    __slots__ = ("_reads", "_layouts", "_shapes", "_texts", "_selected", "_chosen_by_lines")
 
-    def __init__(self, plan: Plan) -> None:
-        self._plan = plan
+    def __init__(self, reads: ReadPlan) -> None:
+        self._reads = reads
         self._layouts: dict[tuple[tuple[int, ...], tuple[str, ...]], TargetLayout] = {}
         self._shapes: dict[tuple[Any, ...], Shape] = {}
         #: One string object per series text, shared by every layout holding it: the layouts of
@@ -243,7 +243,7 @@ class Layouts:
     def _build(self, lens: tuple[int, ...], keys: tuple[str, ...]) -> TargetLayout:
         ranges: dict[str, tuple[int, int]] = {}
         start = 0
-        for family, count in zip(self._plan.families, lens, strict=True):
+        for family, count in zip(self._reads.families, lens, strict=True):
             if count:
                 ranges[family] = (start, start + count)
             start += count
@@ -260,10 +260,10 @@ class Layouts:
                 begin, end = ranges[family]
                 tracked[family] = (len(positions), len(positions) + end - begin)
                 positions.extend(range(begin, end))
-                tracked_families.append((*tracked[family], self._plan.group_of.get(family)))
+                tracked_families.append((*tracked[family], self._reads.group_of.get(family)))
             return tracked[family]
 
-        for kind, family, fallback, feeds in self._plan.steps:
+        for kind, family, fallback, feeds in self._reads.steps:
             if kind == HISTOGRAM:
                 index, reader = feeds
                 spans = tuple(track(name) for name in family if name in ranges)
@@ -341,7 +341,7 @@ class Layouts:
         selected = self._selected.get(index)
         if selected is None or len(selected) >= _SERIES_LIMIT:
             selected = self._selected[index] = {}
-        rule = self._plan.rules[index]
+        rule = self._reads.rules[index]
         if reads_by_name(rule):  # most rules: no label parsing for each node's own lines
             names = rule.line_names
             return tuple(offset for offset, series in enumerate(lines)

@@ -14,7 +14,7 @@ from pipeline import (
     MetricsConsumer,
 )
 
-from ._aggregate import plan
+from ._aggregate import cycle_metrics
 from .config import CniAggregateConfig, resolve_rules
 from .processor import CniAggregateProcessor
 
@@ -39,7 +39,7 @@ class CniAggregateFactory:
         """The metrics one cycle emits on a cluster of ``shape`` (values 0), for ``validate``."""
         cfg = _checked(config)
         rules, _ = resolve_rules(cfg)
-        return plan(rules, cfg.group_by, shape)
+        return cycle_metrics(rules, cfg.group_by, shape)
 
 
 def _checked(config: ComponentConfig) -> CniAggregateConfig:
