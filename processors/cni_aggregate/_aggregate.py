@@ -20,7 +20,7 @@ How a cycle runs:
    not depend on the order targets were scraped or listed in.
 
 Why it is built this way: this runs for every wanted sample of every target each cycle, and a
-Python loop per sample per rule cost ~480-750 ns per sample (bench/bench_aggregate.py). Here the
+Python loop per sample per rule costs several times more (bench/bench_aggregate.py). Here the
 per-target work is a few C-level passes (flatten, texts, values, increases), and step 3 works per
 rule over all the targets of one :class:`~._layout.Shape` at once, with ``map`` (C-level) over
 targets: one ``itemgetter`` per target for a one-line rule, two calls for a many-line one. Only a
@@ -30,11 +30,11 @@ rule whose values hold a NaN or an infinity somewhere in the block goes target b
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
-from typing import Any, NamedTuple
+from typing import Any
 
 from pipeline import (
     Batch,
@@ -42,39 +42,27 @@ from pipeline import (
     Distribution,
     Metric,
     MetricKind,
-    Sample,
     Target,
     TargetScrape,
-    parse_series,
 )
 
 from ._derived import Attributes, capacity_metrics, capacity_names, coverage_metrics
+from ._exact_sum import exact_sum
+from ._histogram import (
+    Contribution,
+    HistogramLines,
+    HistogramReader,
+    Histograms,
+    histograms_of,
+    merge_histograms,
+    no_histogram_increase,
+)
 from ._layout import VALUES, GroupOf, Layouts, ReadPlan, Shape, TargetLayout
 from ._rules import UNKNOWN_GROUP, Operation, Rule, RuleType
 from ._tracker import CounterState, Tally, advance
 
 _INF = math.inf
-#: A histogram's series cache is cleared past this many entries, so a family with unbounded label
-#: values cannot grow memory without limit (clearing costs only re-parsing).
-_CACHE_LIMIT = 100_000
-
 _REPORTING, _STALE, _FAILED = 0, 1, 2
-_BUCKET, _SUM, _COUNT, _OTHER = 0, 1, 2, 3
-
-
-
-class Contribution(NamedTuple):
-    """A histogram's increases on one target."""
-
-    count_increase: float
-    #: How many of the target's lines were selected.
-    n: int
-    sum_increase: float
-    #: Increment by bucket bound (not cumulative).
-    increments: dict[float, float]
-
-#: Histogram rule index -> its contribution (None: the target had no selected line).
-Histograms = dict[int, "Contribution | None"]
 
 _SERIES, _VALUE = itemgetter(0), itemgetter(1)
 
@@ -114,101 +102,13 @@ class _TargetState:
         self.counters: CounterState | None = None
 
 
-class _HistogramLines:
-    """Classifies the lines of one histogram family, cached by series text."""
-
-    __slots__ = ("family", "_names", "_cache")
-
-    def __init__(self, family: str) -> None:
-        self.family = family
-        self._names = {
-            f"{family}_bucket": _BUCKET, f"{family}_sum": _SUM, f"{family}_count": _COUNT,
-        }
-        self._cache: dict[str, tuple[int, Hashable, float, dict[str, str]]] = {}
-
-    def info(self, series: str) -> tuple[int, Hashable, float, dict[str, str]]:
-        """(role, group, bucket bound, labels without ``le``)."""
-        found = self._cache.get(series)
-        if found is None:
-            if len(self._cache) > _CACHE_LIMIT:
-                self._cache.clear()
-            found = self._classify(series)
-            self._cache[series] = found
-        return found
-
-    def _classify(self, series: str) -> tuple[int, Hashable, float, dict[str, str]]:
-        try:
-            name, labels = parse_series(series)
-        except (ValueError, IndexError):
-            return (_OTHER, series, math.nan, {})
-        role = self._names.get(name, _OTHER)
-        bound = math.nan
-        if role == _BUCKET:
-            try:
-                bound = float(labels.pop("le"))
-            except (KeyError, ValueError):
-                role = _OTHER
-        return (role, tuple(sorted(labels.items())), bound, labels)
-
-    def group_of(self, series: str) -> tuple[Hashable, bool]:
-        role, group, _, _ = self.info(series)
-        return group, role == _BUCKET or role == _COUNT
-
-
-class _Histogram:
-    """A histogram rule at run time: which lines it selects (cached by series text)."""
-
-    __slots__ = ("rule", "lines", "selected")
-
-    def __init__(self, rule: Rule, lines: _HistogramLines) -> None:
-        self.rule = rule
-        self.lines = lines
-        self.selected: dict[str, bool] = {}
-
-    def combine(self, deltas: Sequence[Sample]) -> Contribution | None:
-        """(count, n, sum, increments by bound) from one target's increases of this family."""
-        lines = self.lines
-        rule = self.rule
-        n = 0
-        total = 0.0
-        count = 0.0
-        buckets: dict[Hashable, list[tuple[float, float]]] = {}
-        for series, delta in deltas:
-            ok = self.selected.get(series)
-            role, group, bound, labels = lines.info(series)
-            if ok is None:
-                if len(self.selected) > _CACHE_LIMIT:
-                    self.selected.clear()
-                ok = role != _OTHER and rule.matches_labels(labels)
-                self.selected[series] = ok
-            if not ok:
-                continue
-            n += 1
-            if role == _BUCKET:
-                buckets.setdefault(group, []).append((bound, delta))
-            elif role == _SUM:
-                total += delta
-            else:
-                count += delta
-        if not n:
-            return None
-        increments: dict[float, float] = {}
-        for cumulative in buckets.values():
-            cumulative.sort()
-            below = 0.0
-            for bound, value in cumulative:
-                increments[bound] = increments.get(bound, 0.0) + (value - below)
-                below = value
-        return Contribution(count, n, total, increments)
-
-
 def _histogram_metric(rule: Rule, contributions: list[Contribution], attributes: Attributes
                       ) -> Metric:
     distribution = None
     if rule.operation is Operation.COUNT:
         value = float(len(contributions))
     else:
-        distribution = _merge_histograms(contributions)
+        distribution = merge_histograms(contributions)
         value = distribution.count
     return rule_metric(rule, rule.metric_kind, value, attributes, distribution)
 
@@ -219,39 +119,6 @@ def rule_metric(rule: Rule, kind: MetricKind, value: float, attributes: Attribut
     objects rather than copies made per cycle."""
     return Metric(rule.name, kind, value, rule.unit, attributes, False, rule.description,
                   distribution, rule.family, rule.quantile)
-
-
-def _merge_histograms(contributions: list[Contribution]) -> Distribution:
-    """Sum per-bucket increments over targets, on the union of their bucket bounds.
-
-    Increments are kept per bound (not cumulative), so series with different bucket layouts merge
-    exactly as step functions: a count lands in the first merged bucket at or above its bound.
-    """
-    per_bound: dict[float, list[float]] = {}
-    for contribution in contributions:
-        for bound, increment in contribution.increments.items():
-            per_bound.setdefault(bound, []).append(increment)
-    bounds = sorted(bound for bound in per_bound if bound != _INF)
-    counts = [exact_sum(per_bound[bound]) for bound in bounds]
-    counts.append(exact_sum(per_bound.get(_INF, ())))
-    return Distribution(
-        bounds=tuple(bounds),
-        counts=tuple(counts),
-        sum=exact_sum([c.sum_increase for c in contributions]),
-        count=exact_sum([c.count_increase for c in contributions]),
-    )
-
-
-def exact_sum(values: Sequence[float]) -> float:
-    """``math.fsum`` (exactly rounded, so independent of target order), without its
-    OverflowError: past float's range (a node reporting ~1e308) the halves are summed and the
-    sum doubled, still exactly, giving +-inf when the total itself is out of range, so one
-    absurd value cannot fail the whole cycle's aggregation (the exporters drop what is not
-    finite, saying so)."""
-    try:
-        return math.fsum(values)
-    except OverflowError:
-        return math.fsum([value * 0.5 for value in values]) * 2.0
 
 
 class _Combined:
@@ -416,14 +283,14 @@ class Aggregator:
         self.group_by = tuple(group_by)
         self.staleness = float(staleness)
         #: Histogram families, and the names their lines may be filed under, to their lines.
-        histograms: dict[str, _HistogramLines] = {}
+        histograms: dict[str, HistogramLines] = {}
         readers: dict[int, object] = {}
         for index, rule in enumerate(self.rules):
             if rule.type is RuleType.HISTOGRAM:
-                lines = histograms.get(rule.family) or _HistogramLines(rule.family)
+                lines = histograms.get(rule.family) or HistogramLines(rule.family)
                 for family in rule.lookup_families:
                     histograms.setdefault(family, lines)
-                readers[index] = _Histogram(rule, lines)
+                readers[index] = HistogramReader(rule, lines)
         group_of: dict[str, GroupOf] = {
             family: lines.group_of for family, lines in histograms.items()}
         reads = ReadPlan(self.rules, readers, group_of)
@@ -465,7 +332,7 @@ class Aggregator:
                   and now - state.time < self.staleness):
                 shape = state.layout.shape
                 rows.add(_STALE, groups, shape, state.values, _no_increase(state, shape),
-                         _no_histogram_increase(state))
+                         no_histogram_increase(state.histograms))
             else:
                 rows.add_failed(groups)
         for key in states.keys() - seen:
@@ -517,7 +384,7 @@ class Aggregator:
                 state.counters, layout, shape.tracked(values), scrape.process_start_time,
                 window_start, tally)
             if shape.histogram_rules:
-                state.histograms = _histograms(layout, deltas)
+                state.histograms = histograms_of(layout, deltas)
             elif state.histograms is not None:
                 state.histograms = None
         return shape, deltas
@@ -534,20 +401,6 @@ class Aggregator:
                    if state.counters is not None)
 
 
-def _histograms(layout: TargetLayout, deltas: tuple[float, ...]) -> Histograms:
-    """Each histogram rule's contribution: the increases of every family its lines may be filed
-    under, read as one."""
-    keys = layout.tracked_keys
-    return {
-        index: reader.combine([
-            (keys[position], deltas[position])
-            for begin, end in spans for position in range(begin, end)
-            if deltas[position] == deltas[position]
-        ])
-        for index, reader, spans in layout.shape.histogram_rules
-    }
-
-
 def _no_increase(state: _TargetState, shape: Shape) -> tuple[float, ...]:
     """A stale target's increases: 0 for every line that had one at its last success (its next
     success is diffed against that one, so nothing is lost)."""
@@ -555,13 +408,6 @@ def _no_increase(state: _TargetState, shape: Shape) -> tuple[float, ...]:
     if counters is None or counters.gaps is None:
         return shape.zeros
     return counters.gaps
-
-
-def _no_histogram_increase(state: _TargetState) -> Histograms | None:
-    if state.histograms is None:
-        return None
-    return {index: None if old is None else Contribution(0.0, old.n, 0.0, {})
-            for index, old in state.histograms.items()}
 
 
 def _combine_increases(pick: Callable[[tuple[float, ...]], Any], width: int,

@@ -8,8 +8,8 @@ every rule reads from the page's flat vector of values, as positions ready as C-
 filters on (each node's own CIDR blocks, say) have one shape, so the rules can be evaluated for all
 the targets of a shape at once, with ``map`` over targets rather than a Python loop per target.
 
-bench/bench_aggregate.py measured the per-sample Python loop this replaces at ~480-750 ns per
-wanted sample; see that script for what this costs.
+This replaces a Python loop per wanted sample, which costs several times more;
+bench/bench_aggregate.py prints what this costs.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ class Layouts:
         self._selected: dict[int, dict[str, bool]] = {}
         #: (rule index, a family's series texts) -> offsets of the lines the rule reads. Most
         #: families read the same on every node: a new node's page then costs one lookup per
-        #: rule, not a look at each of its lines (5,000 new targets: 0.8-1.0 s -> see _chosen).
+        #: rule, not a look at each of its lines (see _chosen).
         self._chosen_by_lines: dict[tuple[int, tuple[str, ...]], tuple[int, ...]] = {}
 
     def get(self, lens: tuple[int, ...], keys: tuple[str, ...]) -> TargetLayout:
