@@ -14,7 +14,7 @@ from pipeline import (
     MetricsConsumer,
 )
 
-from ._aggregate import cycle_metrics
+from ._cycle_metrics import cycle_metrics
 from .config import CniAggregateConfig, resolve_rules
 from .processor import CniAggregateProcessor
 
