@@ -1,5 +1,5 @@
-"""``cni_aggregate``: aws-node families in, exact cluster-level CNI metrics out (DESIGN.md's
-"Aggregation semantics"). The entry point names :data:`factory`."""
+"""``cni_aggregate``: aws-node families in, exact cluster-level CNI metrics out
+(docs/aggregation.md's "Aggregation semantics"). The entry point names :data:`factory`."""
 
 from .config import CniAggregateConfig, RuleConfig
 from .factory import CniAggregateFactory, factory

@@ -1,8 +1,8 @@
 """The rule table: which scraped family becomes which published metric, and how nodes combine.
 
-:data:`DEFAULT_RULES` is DESIGN.md's table, row for row and in its order (the order metrics are
-emitted in). The rule, not the page's ``# TYPE`` line, decides whether a family is a counter: some
-aws-node versions expose ``add_ip_req_count`` as a gauge.
+:data:`DEFAULT_RULES` is docs/aggregation.md's table, row for row and in its order (the order
+metrics are emitted in). The rule, not the page's ``# TYPE`` line, decides whether a family is a
+counter: some aws-node versions expose ``add_ip_req_count`` as a gauge.
 
 A :class:`Rule` is the resolved, validated form of one row; ``config.resolve_rules`` builds the
 active list from the defaults and the user's ``rules:`` overlay.
@@ -205,7 +205,7 @@ def _gauge(name: str, family: str) -> Rule:
     return _rule(name, family, RuleType.GAUGE, Operation.SUM)
 
 
-#: DESIGN.md's table, in its order.
+#: docs/aggregation.md's table, in its order.
 DEFAULT_RULES: tuple[Rule, ...] = (
     _counter("addReqCount", "awscni_add_ip_req_count"),
     _gauge("assignIPAddresses", "awscni_assigned_ip_addresses"),

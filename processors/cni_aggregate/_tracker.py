@@ -3,7 +3,7 @@
 Modelled on contrib's cumulativetodelta tracker (``internal/tracking/tracker.go``), with the scrape
 target as the resource. Pure: no I/O, no clock, no telemetry, so table tests can drive it directly.
 
-DESIGN.md's rules, as implemented here:
+docs/aggregation.md's rules, as implemented here:
 
 - A series' increase is taken against its value at the target's *last successful scrape* (a failed
   scrape never reaches the tracker, so a missed scrape loses no increase).

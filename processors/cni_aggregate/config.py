@@ -4,7 +4,8 @@ Defaults are the field defaults. The engine's loader handles YAML, unknown keys,
 durations; :meth:`CniAggregateConfig.validate` checks what crosses fields (a quantile on a gauge, an
 operation a counter cannot have, an unknown ``group_by`` attribute, ...), naming each key.
 
-``rules:`` is an overlay on the DESIGN.md table: an entry whose ``name`` is a default rule's
+``rules:`` is an overlay on the default table (docs/aggregation.md): an
+entry whose ``name`` is a default rule's
 changes only the fields it sets (``enabled: false`` drops the rule); any other entry adds a rule
 and must say at least its ``family`` and ``type``.
 """
@@ -77,7 +78,7 @@ class CniAggregateConfig(ComponentConfig):
     """
 
     staleness: Duration = DEFAULT_STALENESS
-    #: Start from DESIGN.md's table (false: only the rules listed under ``rules``).
+    #: Start from docs/aggregation.md's table (false: only the rules listed under ``rules``).
     default_rules: bool = True
     rules: list[RuleConfig] = field(default_factory=list)
     group_by: list[str] = field(default_factory=list)

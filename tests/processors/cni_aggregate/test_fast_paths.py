@@ -5,7 +5,8 @@ exact (same page shape as last time, every value finite, none dropped), and take
 path otherwise. Layouts are cached and the caches cleared when full. Here the fast path is
 switched off, and the caches shrunk to almost nothing, on random fleets with NaNs, resets,
 restarts, new and vanished series, repeated lines, failing and leaving targets: the output must
-not change by a bit. (The oracle test checks both against DESIGN.md; this checks them against each
+not change by a bit. (The oracle test checks both against
+docs/aggregation.md; this checks them against each
 other, more tightly.)
 """
 

@@ -1,4 +1,5 @@
-"""Golden cases: expected numbers worked out by hand from DESIGN.md's "Aggregation semantics".
+"""Golden cases: expected numbers worked out by hand from docs/aggregation.md's
+"Aggregation semantics".
 
 Each comment shows the arithmetic. Cycle i is at tick T0 + 30*i; the pipeline started 12 s before
 T0; ``OLD_START`` is a process start long before that, so a first scrape is a baseline.
@@ -86,7 +87,7 @@ def test_restart_above_the_old_value_without_a_start_time_is_undetectable() -> N
     agg = aggregator()
     agg.aggregate(batch(0, [up(A, 0, add(100), start=None)]))
     out, _ = agg.aggregate(batch(1, [up(A, 1, add(130), start=None)]))
-    # DESIGN.md: without process_start_time_seconds only a drop is a reset: 130 - 100.
+    # docs/aggregation.md: without process_start_time_seconds only a drop is a reset: 130 - 100.
     assert values(out)["addReqCount"] == 30.0
 
 

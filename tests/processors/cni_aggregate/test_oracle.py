@@ -1,4 +1,5 @@
-"""Oracle test: random fleets, checked cycle by cycle against a reference written from DESIGN.md.
+"""Oracle test: random fleets, checked cycle by cycle against a reference written from
+docs/aggregation.md.
 
 Hypothesis generates fleets of aws-node processes over several cycles: processes that count,
 restart (with or without ``process_start_time_seconds``), start inside the window, create new
@@ -224,7 +225,8 @@ class RefRule:
 
 
 class Reference:
-    """DESIGN.md's rules, computed directly from each target's history of successful scrapes."""
+    """docs/aggregation.md's rules, computed directly from each target's history of successful
+    scrapes."""
 
     def __init__(self, rules: list[RefRule], staleness: float) -> None:
         self.rules = rules
@@ -339,7 +341,8 @@ class Reference:
 
 
 def reference_rules(config: CniAggregateConfig) -> list[RefRule]:
-    """The DESIGN.md table typed out again (independently of _rules.py), plus EXTRA_RULES."""
+    """The docs/aggregation.md table typed out again (independently of _rules.py), plus
+    EXTRA_RULES."""
     counters = ["addReqCount:awscni_add_ip_req_count", "awsAPIErr:awscni_aws_api_error_count",
                 "awsUtilErr:awscni_aws_utils_error_count", "delReqCount:awscni_del_ip_req_count",
                 "ipamdErr:awscni_ipamd_error_count", "podENIErr:awscni_pod_eni_error_count",
