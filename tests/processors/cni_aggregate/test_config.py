@@ -1,5 +1,5 @@
-"""Config: the default is valid and is the rule table of docs/aggregation.md; overrides; every bad combination fails
-naming its key; the factory's contract and its plan for ``validate``."""
+"""Config: the default is valid and is the rule table of docs/aggregation.md; overrides; every
+bad combination fails naming its key; the factory's contract and its plan for ``validate``."""
 
 from __future__ import annotations
 
