@@ -1,7 +1,8 @@
 # cni-pipeline container image: `make docker-metrics` (see the Makefile for how to build it by hand).
-# Air-gapped: the build reaches no network. The wheels of the pinned set (constraints.txt: the
-# package, its `demo` extra and pip itself) are built on the host into build/image/wheels, and
-# installed here with --no-index, so the same wheels give the same image.
+# Air-gapped: the build reaches no network. The wheels of the package, its `demo` extra and pip
+# itself are taken on the host from requirements.lock, each checked against the lock's sha256
+# (`make docker-wheels`), into build/image/wheels, and installed here with --no-index, so the same
+# lock gives the same image.
 # BASE_IMAGE: a Debian-like image with python3 (3.11) at the same path in both stages; by default
 # the local Debian bookworm base that `make docker-base` builds with debootstrap.
 ARG BASE_IMAGE=cni-pipeline-base:bookworm

@@ -3,17 +3,42 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint bench soak demo manifests docker-base docker-wheels docker-metrics \
+.PHONY: install lock test lint bench soak demo manifests docker-base docker-wheels docker-metrics \
         docker-metrics-test clean
 
+# requirements.lock: every package CI installs (runtime, demo and dev extras, pip, the build
+# backend), pinned with the sha256 of each of its files. Refreshed by `make lock`.
+LOCK := requirements.lock
+
+# pip itself comes from the lock (make install), so nothing unhashed is fetched.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Editable install with dev extras, pinned by constraints.txt so a fresh machine resolves quickly
-# and gets what CI tested.
+# The locked set with every file's hash checked, then the project itself: an editable checkout has
+# no hash, so it goes in with --no-deps (its dependencies are the locked set) and no build
+# isolation (the build backend is locked too, not fetched). pip check: the lock matches pyproject.
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check >/dev/null
+
+# Re-resolves pyproject.toml's dependencies (runtime + dev, which includes demo), its build-system
+# requires and pip into $(LOCK), with hashes. Pins already in the lock are kept while they still
+# fit; LOCK_ARGS=--upgrade moves everything to the newest, LOCK_ARGS='-P boto3' one package.
+# pip-tools runs from a venv of its own under build/, so it is no dependency of the project;
+# cni-pipeline itself is left out of the lock (--unsafe-package: listed as a comment only).
+LOCK_VENV  := build/lock-venv
+LOCK_TOOLS := pip==26.3 pip-tools==7.6.2
+LOCK_ARGS  ?=
+$(LOCK_VENV)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet $(LOCK_TOOLS)
+
+lock: $(LOCK_VENV)/bin/pip-compile
+	$(PYTHON) -c 'import tomllib; print("pip", *tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+	  | CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes \
+	      --extra dev --strip-extras --unsafe-package cni-pipeline --no-emit-index-url \
+	      --no-emit-find-links $(LOCK_ARGS) -o $(LOCK) pyproject.toml -
 
 test:
 	$(BIN)/pytest -q
@@ -59,12 +84,20 @@ DOCKER_BUILD := DOCKER_BUILDKIT=0 docker build --network none
 docker-base:
 	docker/build-base.sh $(LOCAL_BASE) build/docker-base
 
-# Fresh each time, so the image gets exactly the pinned set; setuptools' in-tree build/lib goes
-# too (it would carry deleted modules into the wheel).
+# Two steps, so that every wheel is checked against the lock and the image gets only what it needs:
+# the whole lock is downloaded with its hashes checked (binary wheels: nothing is built) into
+# $(LOCKED_WHEELS); then '.[demo]' and pip are resolved offline from those files alone (one
+# version of each: the locked one), which copies the needed subset to $(WHEELS) and builds the
+# project's wheel with the locked setuptools. The subset is 54 MB of the lock's 194 MB: the build
+# context and the build stage stay small. Fresh each time, so no file of an older lock stays;
+# setuptools' in-tree build/lib goes too (it would carry deleted modules into the wheel).
+LOCKED_WHEELS := build/image-locked-wheels
 docker-wheels: $(BIN)/python
-	rm -rf $(WHEELS) build/lib build/bdist.*
-	$(BIN)/python -m pip wheel --quiet --disable-pip-version-check -c constraints.txt \
-	  -w $(WHEELS) '.[demo]' "pip==$$($(BIN)/python -m pip --version | cut -d' ' -f2)"
+	rm -rf $(WHEELS) $(LOCKED_WHEELS) build/lib build/bdist.*
+	$(BIN)/python -m pip download --quiet --require-hashes --only-binary :all: -r $(LOCK) \
+	  -d $(LOCKED_WHEELS)
+	$(BIN)/python -m pip wheel --quiet --no-index --find-links $(LOCKED_WHEELS) -w $(WHEELS) \
+	  '.[demo]' pip
 
 docker-metrics: docker-wheels $(if $(filter $(LOCAL_BASE),$(BASE_IMAGE)),docker-base)
 	$(DOCKER_BUILD) --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(TAG) \
