@@ -1,22 +1,19 @@
 """A minimal HTTP/1.1 GET client for scraping, written on ``asyncio.BufferedProtocol``.
 
-Why hand-written: the scrape path has a CPU budget of about 0.30 ms per gzip'd 40 KB target-scrape
-*including* parse and aggregation. Measured on this project's machine per 40 KB scrape on loopback:
-requests + threads 1.3 ms, aiohttp 0.4 ms, plain asyncio streams 0.27 ms; a library client alone
-would spend the whole budget. ``bench/bench_scrape.py`` (server in another process, 2 shared and
-busy cores, so noisy) measures this client at about 45-60 µs CPU per plain 40 KB scrape, 85-95 µs
-gzip'd and 95-110 µs gzip'd and chunked as Go's promhttp sends it (inflating costs as much as the
-request), against 60-70 µs and 100-110 µs for a minimal streams client in the same run; what is
-left is the event loop's two iterations, the send/recv/epoll syscalls and inflating. A protocol
-is kept over streams for what streams make awkward: the response is parsed as it arrives and the
-caller wakes once per response, not once per read; a response that arrives in one read (the
-usual case) is sliced out of it, chunked or not, without going through a buffer; "closed before
-any byte" (a stale kept-alive connection) is observable; and a bad response aborts the transport
-at once. Each choice that makes this path cheaper says why, with its measured gain, where it is
-made: reads into one reused buffer (:class:`_ReadBuffer`), one timer per request rather than
+Why hand-written: the scrape path has a small CPU budget per gzip'd 40 KB target-scrape, parse and
+aggregation included, and a library client (requests with threads, aiohttp) alone would spend all
+of it; even plain asyncio streams cost more than this client. ``bench/bench_scrape.py`` prints the
+figures, this client's beside a minimal streams client's (inflating a gzip'd page costs about as
+much as the request); what is left is the event loop's two iterations, the send/recv/epoll syscalls
+and inflating. A protocol is kept over streams for what streams make awkward: the response is
+parsed as it arrives and the caller wakes once per response, not once per read; a response that
+arrives in one read (the usual case) is sliced out of it, chunked or not, without going through a
+buffer; "closed before any byte" (a stale kept-alive connection) is observable; and a bad response
+aborts the transport at once. Each choice that makes this path cheaper says why where it is made:
+reads into one reused buffer (:class:`_ReadBuffer`), one timer per request rather than
 ``asyncio.timeout`` (:meth:`_Connection.exchange`), chunked bodies sliced out of the read
 (:meth:`_Connection._whole_chunked_body`), gzip inflated without a second pass for its CRC
-(:func:`_gunzip`).
+(:func:`._gzip.gunzip`).
 
 What it does, and no more: ``GET`` on keep-alive connections (idle ones kept per host and reused
 across cycles; a reused connection that fails before any byte of the response is retried once on
@@ -46,8 +43,11 @@ from urllib.parse import urlsplit
 
 from pipeline import ErrorClass, ScrapeError
 
+from ._gzip import gunzip
+
 ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
-DEFAULT_USER_AGENT = "cni-pipeline/0.1"
+#: The User-Agent header sent by default (the ``user_agent`` setting's default).
+USER_AGENT = "cni-pipeline/0.1"
 
 #: Largest response head (status line + headers) accepted.
 _MAX_HEAD = 64 * 1024
@@ -106,13 +106,12 @@ class _StaleConnection(Exception):
 class _ReadBuffer:
     """One receive buffer shared by every connection of a client.
 
-    Why: asyncio's plain ``Protocol`` path reads with ``sock.recv(256 KiB)``, which mallocs
-    256 KiB per read; that is above glibc's mmap threshold, so every read pays mmap, page faults
-    and munmap: 25 µs more than a ``recv_into`` a reused buffer on a socketpair here, 10-15 µs a
-    scrape in ``bench/bench_scrape.py``. A ``BufferedProtocol`` reads into this buffer instead.
-    One buffer serves all connections because the event loop runs ``get_buffer``, the read and
-    ``buffer_updated`` back to back for one connection at a time, and ``buffer_updated`` copies
-    out what it keeps before returning.
+    Why: asyncio's plain ``Protocol`` path reads with ``sock.recv(256 KiB)``, which mallocs 256 KiB
+    per read; that is above glibc's mmap threshold, so every read pays mmap, page faults and
+    munmap, a cost ``bench/bench_scrape.py`` shows on every scrape. A ``BufferedProtocol`` reads
+    into this buffer instead. One buffer serves all connections because the event loop runs
+    ``get_buffer``, the read and ``buffer_updated`` back to back for one connection at a time, and
+    ``buffer_updated`` copies out what it keeps before returning.
     """
 
     __slots__ = ("data", "view")
@@ -208,8 +207,8 @@ class _Connection(asyncio.BufferedProtocol):
         and the connection is then aborted.
 
         Why a timer here rather than ``asyncio.timeout()`` around the await: that costs a
-        context manager, a timer and the task's cancel/uncancel bookkeeping, about 7 µs a
-        request against 3 µs for one ``call_at`` (``bench/bench_scrape.py``), on every scrape.
+        context manager, a timer and the task's cancel/uncancel bookkeeping, more than twice
+        what one ``call_at`` costs, on every scrape.
         """
         assert self.transport is not None
         self._waiter = self._loop.create_future()
@@ -398,7 +397,7 @@ class _Connection(asyncio.BufferedProtocol):
         Why besides the state machine: servers that stream (Go's promhttp, with gzip) send
         chunked bodies, and a scrape's body usually arrives in one read. Slicing the chunks out
         of that read and joining them once costs a third of copying them through the state
-        machine's buffers (about 7 µs against 19 for a 6 KB gzip'd page in 4 KB chunks).
+        machine's buffers.
         Errors are those the state machine raises.
         """
         view = memoryview(data)
@@ -513,7 +512,7 @@ class ScrapeClient:
         self,
         *,
         body_size_limit: int,
-        user_agent: str = DEFAULT_USER_AGENT,
+        user_agent: str = USER_AGENT,
         max_idle_per_host: int = 256,
         compression: bool = True,
     ) -> None:
@@ -706,7 +705,7 @@ class ScrapeClient:
         except TimeoutError:  # an OSError too, but ours to report as a timeout
             raise
         except (OSError, ValueError) as exc:  # refused, unreachable, DNS, TLS handshake
-            raise ScrapeError(url, ErrorClass.CONNECT, _describe(exc)) from None
+            raise ScrapeError(url, ErrorClass.CONNECT, describe_exception(exc)) from None
         self.connections_opened += 1
         return protocol
 
@@ -721,7 +720,7 @@ class ScrapeClient:
                               f"unsupported Content-Encoding {encoding.decode('latin-1')!r}")
         limit = self.body_size_limit
         try:
-            data = _gunzip(body, limit)
+            data = gunzip(body, limit)
         except zlib.error as exc:
             raise ScrapeError(url, ErrorClass.PARSE, f"body is not valid gzip: {exc}") from None
         if data is None:
@@ -730,94 +729,8 @@ class ScrapeClient:
         return data
 
 
-def _gunzip(body: bytes, limit: int) -> bytes | None:
-    """The content of a gzip member, or None if it inflates past ``limit`` bytes (a gzip bomb
-    stops there: ``max_length`` bounds the output). Raises ``zlib.error`` for a body that is
-    not gzip, is truncated, or whose trailer's length does not match.
-
-    Why not ``zlib.decompressobj(16 + MAX_WBITS)``: that also checks the trailer's CRC-32, a
-    second pass over the inflated page that costs a fifth of inflating it (10-15 µs of 50-70 per
-    40 KB page here). Corruption on the way is for TCP's checksum (and TLS's MAC) to catch; a
-    CRC would add only the case of a server whose own gzip stream is wrong yet inflates, which
-    the length check below and the parser's grammar mostly catch too. So the header is read
-    here, the deflate stream inflated raw, and the trailer's length (ISIZE) compared with what
-    came out.
-    """
-    start = _gzip_header_end(body)
-    if (len(body) - start) * _MAX_INFLATE_RATIO <= limit:
-        return _gunzip_small(body, start)
-    decoder = zlib.decompressobj(-zlib.MAX_WBITS)
-    data = decoder.decompress(memoryview(body)[start:], limit + 1)
-    if len(data) > limit:
-        return None
-    trailer = decoder.unused_data
-    if not decoder.eof or len(trailer) < 8:
-        raise zlib.error("gzip'd body is truncated")
-    _check_length(trailer[4:8], data)
-    return data
-
-
-#: The most a deflate stream can inflate: 1032 to 1 (a 258-byte match in under two bits; zlib's
-#: FAQ, "Technical details"). A body this many times smaller than the limit cannot pass it.
-_MAX_INFLATE_RATIO = 1032
-
-
-def _gunzip_small(body: bytes, start: int) -> bytes:
-    """Inflate a gzip member that cannot inflate past the limit, in one call.
-
-    Why besides the bounded decoder: ``zlib.decompress`` with the output buffer sized from the
-    trailer's ISIZE writes the page once into one buffer, where ``decompressobj`` grows a chain
-    of blocks (32 KB, then more) and joins them, a second copy. That is a fifth of inflating an
-    aws-node page (about 60 against 75 µs for 40 KB here, ``bench/bench_scrape.py``). It has no
-    output bound, hence only for bodies under the limit divided by :data:`_MAX_INFLATE_RATIO`
-    (10 KB for the default 10 MiB; a 40 KB aws-node page gzips to about 6 KB).
-    """
-    if len(body) - start < 8:
-        raise zlib.error("gzip'd body is truncated")
-    size = body[-4:]
-    expected = int.from_bytes(size, "little")
-    cap = (len(body) - start) * _MAX_INFLATE_RATIO
-    data = zlib.decompress(memoryview(body)[start:-8], -zlib.MAX_WBITS,
-                           max(1, min(expected, cap)))
-    _check_length(size, data)
-    return data
-
-
-def _check_length(isize: bytes, data: bytes) -> None:
-    if int.from_bytes(isize, "little") != len(data) & 0xFFFFFFFF:
-        raise zlib.error("length in the gzip trailer does not match the content")
-
-
-_FHCRC, _FEXTRA, _FNAME, _FCOMMENT, _FRESERVED = 2, 4, 8, 16, 0xE0
-
-
-def _gzip_header_end(body: bytes) -> int:
-    """Offset of the deflate stream after a gzip member header (RFC 1952, 2.3.1)."""
-    if len(body) < 10 or body[0] != 0x1F or body[1] != 0x8B:
-        raise zlib.error("not a gzip header")
-    if body[2] != 8:
-        raise zlib.error(f"unknown gzip compression method {body[2]}")
-    flags = body[3]
-    if flags & _FRESERVED:
-        raise zlib.error("reserved gzip header flags set")
-    at = 10
-    if flags & _FEXTRA:
-        if len(body) < at + 2:
-            raise zlib.error("gzip'd body is truncated")
-        at += 2 + int.from_bytes(body[at:at + 2], "little")
-    for flag in (_FNAME, _FCOMMENT):
-        if flags & flag:
-            end = body.find(b"\0", at)
-            if end < 0:
-                raise zlib.error("gzip'd body is truncated")
-            at = end + 1
-    if flags & _FHCRC:
-        at += 2
-    if at > len(body):
-        raise zlib.error("gzip'd body is truncated")
-    return at
-
-
-def _describe(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` for an unexpected failure (``Type`` alone when it has no message; the
+    message alone when it already names the type), as a target's error reads it."""
     text = str(exc) or type(exc).__name__
     return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from pipeline import ByteSize, ComponentConfig, Duration, Target
 from pipeline.configtls import ClientTLSConfig
 
+from ._http import USER_AGENT
 from ._k8s_sd import KubernetesSDConfig
 
 DEFAULT_SCRAPE_INTERVAL = Duration(30.0)
@@ -55,7 +56,7 @@ class PrometheusReceiverConfig(ComponentConfig):
     #: credentials), as Prometheus' ``tls_config``. Without it: the system's CAs.
     tls: ClientTLSConfig | None = None
     #: Sent as the User-Agent header.
-    user_agent: str = "cni-pipeline/0.1"
+    user_agent: str = USER_AGENT
 
     def validate(self) -> Iterable[tuple[str, str]]:
         if self.scrape_interval <= 0:

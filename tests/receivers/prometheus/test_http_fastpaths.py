@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from pipeline import ErrorClass, ScrapeError
-from receivers.prometheus._http import _MAX_INFLATE_RATIO, ScrapeClient, _gunzip
+from receivers.prometheus._gzip import MAX_INFLATE_RATIO, gunzip
+from receivers.prometheus._http import ScrapeClient
 from tests.support.fixtures import AWS_NODE_PAGES
 
 PAGE = (AWS_NODE_PAGES / "metrics-v1.data").read_bytes()
@@ -178,17 +179,17 @@ async def test_trailers_after_the_last_chunk(client: ScrapeClient) -> None:
 
 def test_small_and_bounded_inflate_agree() -> None:
     member = gzip.compress(PAGE)
-    small_enough = len(member) * _MAX_INFLATE_RATIO  # the fast path's largest limit
-    assert _gunzip(member, small_enough) == _gunzip(member, small_enough - 1) == PAGE
+    small_enough = len(member) * MAX_INFLATE_RATIO  # the fast path's largest limit
+    assert gunzip(member, small_enough) == gunzip(member, small_enough - 1) == PAGE
     for broken in (member[:-1], member[:-9], gzip_member(PAGE, size=len(PAGE) + 1)):
         for limit in (small_enough, small_enough - 1):
             with pytest.raises(zlib.error):
-                _gunzip(broken, limit)
+                gunzip(broken, limit)
 
 
 def test_a_bomb_is_stopped_at_the_limit_on_either_path() -> None:
     bomb = gzip.compress(b"\0" * 4_000_000, 9)  # about 4 KB on the wire
-    assert len(bomb) * _MAX_INFLATE_RATIO > 1 << 20
-    assert _gunzip(bomb, 1 << 20) is None  # bounded decoder: stops past 1 MiB
-    data = _gunzip(bomb, len(bomb) * _MAX_INFLATE_RATIO)  # one call: cannot pass the limit
+    assert len(bomb) * MAX_INFLATE_RATIO > 1 << 20
+    assert gunzip(bomb, 1 << 20) is None  # bounded decoder: stops past 1 MiB
+    data = gunzip(bomb, len(bomb) * MAX_INFLATE_RATIO)  # one call: cannot pass the limit
     assert data is not None and len(data) == 4_000_000
