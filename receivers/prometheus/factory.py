@@ -7,8 +7,8 @@ from typing import ClassVar
 
 from pipeline import ComponentSettings, Kind, MetricsConsumer, Receiver
 
-from ._scrape import PrometheusReceiver
 from .config import PrometheusReceiverConfig
+from .receiver import PrometheusReceiver
 
 
 class PrometheusReceiverFactory:

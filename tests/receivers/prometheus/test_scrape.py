@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import ErrorClass, Target, TargetScrape
 from receivers.prometheus._http import ScrapeClient
-from receivers.prometheus._scrape import ScrapePool
+from receivers.prometheus._scrape_pool import ScrapePool
 from receivers.prometheus._textparse import ParsedPage, parse_page
 from tests.support.fixtures import AWS_NODE_PAGES
 

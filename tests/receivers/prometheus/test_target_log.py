@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import ErrorClass, Target, TargetHealth, TargetScrape
 from receivers.prometheus import factory
-from receivers.prometheus._scrape import FAILING_NAMED_PER_CYCLE, FAILING_REPEAT, TargetLog
+from receivers.prometheus._target_log import FAILING_NAMED_PER_CYCLE, FAILING_REPEAT, TargetLog
 from tests.receivers.prometheus.test_receiver import (
     RecordingConsumer,
     RecordingHost,
