@@ -24,11 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from receivers.prometheus._k8s_sd import (  # noqa: E402
-    KubernetesDiscovery,
-    KubernetesSDConfig,
-    _scrapeable_pod,
-)
+from receivers.prometheus._k8s_sd import KubernetesDiscovery  # noqa: E402
+from receivers.prometheus._k8s_stores import scrapeable_pod  # noqa: E402
+from receivers.prometheus.config import KubernetesSDConfig  # noqa: E402
 from tests.support.kube_apiserver import KubeAPIServer  # noqa: E402
 
 
@@ -47,7 +45,7 @@ def decode_list(api: KubeAPIServer, kubeconfig: Path) -> None:
                                    _preload_content=False).data
     started = time.perf_counter()
     body = json.loads(raw)
-    pods = [_scrapeable_pod(obj, False) for obj in body["items"]]
+    pods = [scrapeable_pod(obj, False) for obj in body["items"]]
     raw_s = time.perf_counter() - started
     started = time.perf_counter()
     typed = api_client.deserialize(raw.decode(), "V1PodList", "application/json")

@@ -7,15 +7,16 @@ them). The engine's loader handles YAML, ``${env:}``, unknown keys, types, durat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pipeline import ByteSize, ComponentConfig, Duration, Target
 from pipeline.configtls import ClientTLSConfig
 
 from ._http import USER_AGENT
-from ._k8s_sd import KubernetesSDConfig
 
 DEFAULT_SCRAPE_INTERVAL = Duration(30.0)
 DEFAULT_SCRAPE_TIMEOUT = Duration(10.0)
@@ -24,6 +25,112 @@ DEFAULT_SCRAPE_TIMEOUT = Duration(10.0)
 DEFAULT_MAX_CONCURRENCY = 512
 DEFAULT_BODY_SIZE_LIMIT = ByteSize(10 * 1024 * 1024)
 DEFAULT_PATH = "/metrics"
+
+# kubernetes_sd
+DEFAULT_NAMESPACE = "kube-system"
+DEFAULT_LABEL_SELECTOR = "k8s-app=aws-node"
+DEFAULT_PORT = 61678
+#: Server-side watch timeout; each watch asks for a random value between this and twice it,
+#: as client-go does, so that many replicas do not reconnect in step.
+DEFAULT_WATCH_TIMEOUT = Duration(300.0)
+DEFAULT_REQUEST_TIMEOUT = Duration(30.0)
+DEFAULT_RECONNECT_BACKOFF = Duration(0.5)
+DEFAULT_RECONNECT_BACKOFF_MAX = Duration(30.0)
+#: Pods per list page; 0 lists in one response.
+DEFAULT_PAGE_SIZE = 500
+MODES = ("direct", "apiserver_proxy")
+SCHEMES = ("http", "https")
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_LABEL_KEY = r"(?:[A-Za-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?"
+_LABEL_VALUE = r"(?:[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?"
+_SELECTOR_REQUIREMENTS = (
+    re.compile(rf"^\s*{_LABEL_KEY}\s*(=|==|!=)\s*{_LABEL_VALUE}\s*$"),
+    re.compile(rf"^\s*{_LABEL_KEY}\s+(in|notin)\s+\(\s*{_LABEL_VALUE}(\s*,\s*{_LABEL_VALUE})*\s*\)\s*$"),
+    re.compile(rf"^\s*!?\s*{_LABEL_KEY}\s*$"),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KubernetesSDConfig:
+    """``receivers.prometheus.kubernetes_sd``: which pods to scrape and how to reach them.
+
+    ``namespace`` empty means all namespaces. ``mode: direct`` scrapes
+    ``SCHEME://POD_IP:PORT/PATH``; ``apiserver_proxy`` goes through the API server's
+    ``pods/proxy`` subresource, as the Go cni-metrics-helper does, for clusters whose security
+    groups block node ports from pods (it costs API server load, so ``direct`` is the default).
+    Credentials: an explicit ``kubeconfig`` (with ``context``) wins; else the in-cluster service
+    account; else ``KUBECONFIG`` / ``~/.kube/config``. ``node_metadata`` watches nodes too, so
+    each target carries its node's zone, instance type and node group. ``require_ready`` also
+    drops pods whose Ready condition is false (by default an unready aws-node is still scraped:
+    its metrics are what explains why it is unready).
+    """
+
+    namespace: str = DEFAULT_NAMESPACE
+    label_selector: str = DEFAULT_LABEL_SELECTOR
+    port: int = DEFAULT_PORT
+    path: str = DEFAULT_PATH
+    mode: Literal["direct", "apiserver_proxy"] = "direct"
+    kubeconfig: str = ""
+    context: str = ""
+    node_metadata: bool = False
+    scheme: Literal["http", "https"] = "http"
+    require_ready: bool = False
+    page_size: int = DEFAULT_PAGE_SIZE
+    watch_timeout: Duration = DEFAULT_WATCH_TIMEOUT
+    request_timeout: Duration = DEFAULT_REQUEST_TIMEOUT
+    reconnect_backoff: Duration = DEFAULT_RECONNECT_BACKOFF
+    reconnect_backoff_max: Duration = DEFAULT_RECONNECT_BACKOFF_MAX
+
+    def validate(self) -> Iterable[tuple[str, str]]:
+        if self.namespace and not _DNS_LABEL.match(self.namespace):
+            yield "namespace", f'"{self.namespace}" is not a valid namespace name'
+        problem = label_selector_problem(self.label_selector)
+        if problem:
+            yield "label_selector", problem
+        if not 1 <= self.port <= 65535:
+            yield "port", f"must be between 1 and 65535, not {self.port}"
+        if not self.path.startswith("/"):
+            yield "path", f'must start with "/", not "{self.path}"'
+        if self.mode not in MODES:
+            yield "mode", f'must be "direct" or "apiserver_proxy", not "{self.mode}"'
+        if self.scheme not in SCHEMES:
+            yield "scheme", f'must be "http" or "https", not "{self.scheme}"'
+        if self.page_size < 0:
+            yield "page_size", "must not be negative (0 lists in one response)"
+        if self.watch_timeout < 1:
+            yield "watch_timeout", "must be at least 1s"
+        if self.request_timeout <= 0:
+            yield "request_timeout", "must be positive"
+        if self.reconnect_backoff <= 0:
+            yield "reconnect_backoff", "must be positive"
+        elif self.reconnect_backoff_max < self.reconnect_backoff:
+            yield ("reconnect_backoff_max",
+                   f"({self.reconnect_backoff_max}) must be greater or equal to "
+                   f"reconnect_backoff ({self.reconnect_backoff})")
+
+
+def label_selector_problem(selector: str) -> str:
+    """Why ``selector`` is not a label selector the API server accepts, or ``""``."""
+    depth = 0
+    requirement: list[str] = []
+    requirements: list[str] = []
+    for ch in selector:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            requirements.append("".join(requirement))
+            requirement = []
+        else:
+            requirement.append(ch)
+    requirements.append("".join(requirement))
+    for req in requirements:
+        if not req.strip():
+            if selector.strip():
+                return f'"{selector}" has an empty requirement'
+            continue
+        if not any(p.match(req) for p in _SELECTOR_REQUIREMENTS):
+            return f'"{req.strip()}" is not a valid label selector requirement'
+    return ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,15 +23,10 @@ from typing import Any
 import pytest
 
 from pipeline import Duration, Target
-from receivers.prometheus._k8s_sd import (
-    DiscoveryError,
-    KubernetesDiscovery,
-    KubernetesSDConfig,
-    join_host_port,
-    label_selector_problem,
-    load_client_configuration,
-    node_attributes,
-)
+from receivers.prometheus._k8s_sd import KubernetesDiscovery, join_host_port
+from receivers.prometheus._k8s_stores import node_attributes
+from receivers.prometheus._kubeclient import DiscoveryError, load_client_configuration
+from receivers.prometheus.config import KubernetesSDConfig, label_selector_problem
 from tests.support.kube_apiserver import KubeAPIServer, MetricsEndpoint
 
 NS = "kube-system"
@@ -379,7 +374,7 @@ async def test_clean_end_of_a_watch_reconnects_at_once_from_the_last_version(
     assert await eventually(lambda: len(api.requests_of("watch")) == 2)
     assert api.requests_of("watch")[1].query["resourceVersion"] == version
     assert len(api.requests_of("list")) == 1
-    assert discovery.stats()["pods_reconnects"] == 0
+    assert discovery.reconnects == 0
 
 
 async def test_dropped_streams_reconnect_with_backoff(
@@ -403,7 +398,7 @@ async def test_dropped_streams_reconnect_with_backoff(
     assert len(api.requests_of("list")) == 1  # the version was still good
     assert caplog.text.count("retrying in") == 4
     assert "injected 500 for watch" in caplog.text
-    assert discovery.stats()["pods_reconnects"] == 4
+    assert discovery.reconnects == 4
 
 
 async def test_watch_events_split_across_chunks(api: KubeAPIServer, started: Any) -> None:

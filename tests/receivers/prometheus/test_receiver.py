@@ -29,8 +29,7 @@ from pipeline import (
     aligned_tick,
 )
 from receivers.prometheus import PrometheusReceiverConfig, factory
-from receivers.prometheus._k8s_sd import KubernetesSDConfig
-from receivers.prometheus.config import static_target
+from receivers.prometheus.config import KubernetesSDConfig, static_target
 from tests.support.fixtures import AWS_NODE_PAGES
 from tests.support.kube_apiserver import KubeAPIServer
 
