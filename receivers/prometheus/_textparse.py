@@ -10,8 +10,8 @@ number and the line; the caller attaches the target).
 
 Why not ``prometheus_client.parser.text_string_to_metric_families``: it walks every line, and
 every character of every label block, in Python, and builds label dicts nobody asked for. On a
-40 KB aws-node page it costs 60 to 90 times what the filtered parse below costs, and 20 times
-what our unfiltered parse costs (``bench/bench_parse.py``).
+40 KB aws-node page it costs well over an order of magnitude more than the filtered parse below,
+and than our unfiltered parse (``bench/bench_parse.py`` prints the figures).
 
 How the filtered parse stays fast. CPython's ``re`` is fast only on literals and on runs of one
 excluded character (``[^x]*``); every captured group, every other character class and every
@@ -33,8 +33,8 @@ Python step per line costs. So, each choice measured against its alternatives:
   the full grammar, and says what is wrong with a malformed line.
 * Counting every sample line of the page is optional (``count_all``), and off in the receiver
   by default: it is the one step that must read the whole page, not only the wanted part, and
-  it cost a fifth of a whole scrape's CPU (HTTP, inflate, parse and aggregation together;
-  ``bench/bench_cycle.py``, 5,000 targets: 2.39 s of CPU a cycle with it, 2.06 s without).
+  it cost about a fifth of a whole scrape's CPU (HTTP, inflate, parse and aggregation together;
+  ``bench/bench_cycle.py`` measures a cycle).
   When on, it is exact (blank lines, indented comments, ``#`` inside label values or HELP
   texts): one ``str.count`` of newlines and one ``findall`` of comment and blank line starts,
   both C loops. Lines minus ``#`` characters would cost less and miscount those pages; every
@@ -168,7 +168,7 @@ class _Grammar:
     texts (counters, sums) rarely repeat across a fleet: caching them too filled the dict with
     values met once (past its bound on a 5,000-node fleet, so it was cleared over and over), and
     a lookup in a large, cold dict saved little over the ``float()`` (``bench_parse.py``'s fleet
-    figure, 2-3% better with only short texts cached).
+    figure is a little better with only short texts cached).
 
     ``full`` reads the full grammar, groups (series, key, value, bad): the slow path for pages
     the fast one refuses, and the source of error messages.
@@ -264,8 +264,7 @@ class _Grammar:
         one starts, and a text found in ``known_before`` moves back without being checked again.
         So texts in use stay known, texts of nodes long gone are dropped, and a fleet whose
         nodes come and go never pays for re-checking every text at once (as clearing the cache
-        did: ``bench/bench_parse.py``'s first-sight row, ~120 µs more a page, 0.6 s a 5,000-node
-        cycle).
+        did: ``bench/bench_parse.py``'s first-sight row shows what a page costs then).
         """
         entry = self.known_before.get(series)
         if entry is not None:
@@ -412,7 +411,7 @@ def page_parser(
 ) -> Callable[[bytes | str], ParsedPage]:
     """:func:`parse_page` with its arguments but the page resolved once, for a caller that
     parses page after page with the same ones (a scrape pool): looking the grammar up by its
-    families and filters costs a few µs a page otherwise."""
+    families and filters costs on every page otherwise."""
     if wanted is None:
         return _parse_every_family
     # (One argument without filters: the cache then keys the grammar by ``wanted`` alone.)
