@@ -23,7 +23,7 @@ from tests.support.fixtures import AWS_NODE_PAGES
 FIXTURES = AWS_NODE_PAGES
 PAGES = sorted(FIXTURES.glob("*.data"))
 
-#: The source families of the aggregation rules (DESIGN.md's table).
+#: The source families of the aggregation rules (docs/aggregation.md's default rule table).
 AWSCNI = wanted_families(DEFAULT_RULES)
 
 # --- comparison helpers (shared with test_textparse_properties.py) --------------------------------
