@@ -36,7 +36,7 @@ SeriesFilters = Mapping[str, SeriesFilter]
 
 
 class ErrorClass(StrEnum):
-    """Why a scrape failed; the classes docs/data-model.md lists, used in self-metrics and health."""
+    """Why a scrape failed: the classes of docs/data-model.md, in self-metrics and health."""
 
     TIMEOUT = "timeout"
     CONNECT = "connect"
