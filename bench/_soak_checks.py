@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline._demo import TRUTH_TABLE
+from cni_pipeline.demo import TRUTH_TABLE
 from simfleet import FleetTruth
 
 

@@ -63,7 +63,7 @@ from bench._soak_checks import (  # noqa: E402
     served_values,
     window_increase,
 )
-from pipeline._demo import _free_port  # noqa: E402
+from cni_pipeline.demo import _free_port  # noqa: E402
 from pipeline._units import Duration  # noqa: E402
 from simfleet import FleetProcess, FleetTruth  # noqa: E402
 
@@ -170,7 +170,7 @@ class _Pipeline:
         self.log = workdir / "pipeline.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", "--config", str(config)],
+                [sys.executable, "-m", "cni_pipeline", "--config", str(config)],
                 stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent)
 
     def cycle_stats(self) -> tuple[int, float, float]:

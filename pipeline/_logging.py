@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import MutableMapping
@@ -22,6 +21,9 @@ LEVELS = {
     "warn": logging.WARNING,
     "warning": logging.WARNING,
     "error": logging.ERROR,
+    # aws-node's and the Go helper's most severe level; this pipeline never logs at fatal, and the
+    # closest level that still shows why it stops is error.
+    "fatal": logging.ERROR,
 }
 _KLOG_LETTER = {
     logging.DEBUG: "D",
@@ -65,9 +67,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
-def resolve_level(flag: str | None, configured: str) -> int:
-    """Flag, then config, then AWS_VPC_K8S_CNI_LOGLEVEL (the Go helper's variable), then info."""
-    for name in (flag, configured, os.environ.get("AWS_VPC_K8S_CNI_LOGLEVEL")):
+def resolve_level(*names: str | None) -> int:
+    """The first of ``names`` (in the caller's order of precedence) that is a level, else info."""
+    for name in names:
         if name and name.lower() in LEVELS:
             return LEVELS[name.lower()]
     return logging.INFO

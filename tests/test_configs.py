@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline._cli import main
+from cni_pipeline.cli import main
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -11,7 +11,7 @@ import sys
 def test_demo_publishes_what_the_fleet_says():
     env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "demo", "--nodes", "4", "--cycles", "3",
+        [sys.executable, "-m", "cni_pipeline", "demo", "--nodes", "4", "--cycles", "3",
          "--interval", "1s"],
         capture_output=True, text=True, timeout=180, env=env,
     )
@@ -25,14 +25,14 @@ def test_demo_publishes_what_the_fleet_says():
 
 def test_demo_moves_to_a_free_range_when_its_addresses_are_held():
     """`make demo` while another fleet holds 127.20.0.x:61678: the demo moves on, says so."""
-    from pipeline._demo import FLEET_BASES, FLEET_PORT
+    from cni_pipeline.demo import FLEET_BASES, FLEET_PORT
 
     env = dict(os.environ, AWS_EC2_METADATA_DISABLED="true")
     with socket.socket() as held:
         held.bind(("127.20.0.2", FLEET_PORT))  # the second node's address, as a running fleet
         held.listen()
         proc = subprocess.run(
-            [sys.executable, "-m", "pipeline", "demo", "--nodes", "2", "--cycles", "2",
+            [sys.executable, "-m", "cni_pipeline", "demo", "--nodes", "2", "--cycles", "2",
              "--interval", "1s"],
             capture_output=True, text=True, timeout=180, env=env,
         )

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline._cli import _parser, main
+from cni_pipeline.cli import _parser, main
 from pipeline._config import build_config
 from pipeline._registry import Registry
 

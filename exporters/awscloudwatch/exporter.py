@@ -15,12 +15,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from exporters._aws_identity import resolve_cluster_id, resolve_region
 from pipeline import (
     Batch,
     ComponentError,
     ComponentSettings,
 )
-from pipeline.aws import resolve_cluster_id, resolve_region
 from pipeline.exporterhelper import QueuedExporter, QueueSettings, RequestConverter
 
 from ._client import make_client, map_error

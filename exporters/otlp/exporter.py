@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from exporters._aws_identity import resolve_cluster_id, resolve_region
 from pipeline import (
     Batch,
     ComponentError,
     ComponentSettings,
     PermanentExportError,
 )
-from pipeline.aws import resolve_cluster_id, resolve_region
 from pipeline.exporterhelper import QueuedExporter, RequestConverter, RetrySettings
 
 from ._client import SdkExporterFactory, build_sdk_exporter

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
+from cni_pipeline.dropin import dropin_config_data
 from pipeline import Kind
-from pipeline._compat import dropin_config_data
 from pipeline._config import Config, build_config, load_config_text
 from pipeline._registry import Registry
 from receivers.prometheus.config import PrometheusReceiverConfig

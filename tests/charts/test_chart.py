@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from pipeline._cli import main as cli
+from cni_pipeline.cli import main as cli
 from scripts.render_manifests import CHART, OUT, manifest_files, render
 from tests.charts.kube_objects import (
     READ,

@@ -146,7 +146,7 @@ def test_validate_odd_files_exit_2_with_one_line(tmp_path, content, expected):
     path = tmp_path / "odd.yaml"
     path.write_bytes(content)
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "validate", "--config", str(path)],
+        [sys.executable, "-m", "cni_pipeline", "validate", "--config", str(path)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 2, done.stderr

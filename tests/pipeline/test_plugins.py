@@ -98,7 +98,7 @@ def cli_env(site: Path) -> dict[str, str]:
 
 def test_components_lists_the_plugin_with_its_distribution(plugin_path: Path):
     out = subprocess.run(
-        [sys.executable, "-m", "pipeline", "components"],
+        [sys.executable, "-m", "cni_pipeline", "components"],
         env=cli_env(plugin_path),
         capture_output=True,
         text=True,
@@ -133,7 +133,7 @@ def test_the_engine_runs_the_plugin(plugin_path: Path, tmp_path: Path):
     """)
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "--config", str(config)],
+        [sys.executable, "-m", "cni_pipeline", "--config", str(config)],
         env=cli_env(plugin_path),
         stderr=subprocess.PIPE,
         text=True,

@@ -127,7 +127,7 @@ def test_no_plan_without_planned_metrics() -> None:
 def _cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent", "PYTHONPATH": str(ROOT),
            "AWS_EC2_METADATA_DISABLED": "true", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "cni_pipeline", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

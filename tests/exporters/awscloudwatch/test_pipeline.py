@@ -111,7 +111,7 @@ def test_sigterm_mid_flush_sends_every_pending_cycle_and_values_match_the_fleet(
     start_truth: FleetTruth = fleet.client.truth()
     started = time.time()
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "--config", str(config)], cwd=ROOT, env=env,
+        [sys.executable, "-m", "cni_pipeline", "--config", str(config)], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output = Output(process)

@@ -1,4 +1,4 @@
-"""pipeline.aws: region and cluster-ID discovery against a loopback IMDSv2 and moto's EC2."""
+"""Region and cluster-ID discovery (exporters._aws_identity) against loopback IMDSv2 and moto."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline.aws import (
+from exporters._aws_identity import (
     DEFAULT_CLUSTER_ID,
     ImdsClient,
     ImdsError,

@@ -16,13 +16,22 @@ from typing import Any
 
 import yaml
 
-from ._component import ClusterShape, Kind
-from ._config import Config, build_config, config_warnings, load_config
-from ._errors import ConfigError, PipelineError, RegistryError
-from ._logging import resolve_level, setup_logging
-from ._registry import Registry
-from ._runtime import EARLY_STOP, Service, run_until_signal
-from ._units import Duration
+from pipeline import ClusterShape, ConfigError, Duration, Kind, PipelineError, RegistryError
+from pipeline.service import (
+    EARLY_STOP,
+    Config,
+    Registry,
+    Service,
+    build_config,
+    config_warnings,
+    load_config,
+    resolve_level,
+    run_until_signal,
+    setup_logging,
+)
+
+from .dropin import SOURCE as DROPIN_SOURCE
+from .dropin import dropin_config_data
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 #: What a shell reports for a command killed by SIGPIPE (128 + 13), as `yes | head -1` does.
@@ -187,14 +196,17 @@ def _main(argv: Sequence[str] | None) -> int:
 def _load(args: argparse.Namespace, registry: Registry) -> Config:
     if getattr(args, "config", None):
         return load_config(args.config, registry)
-    from ._compat import dropin_config_data
-
-    return build_config(dropin_config_data(os.environ), "environment (drop-in mode)", registry)
+    return build_config(dropin_config_data(os.environ), DROPIN_SOURCE, registry)
 
 
 def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
     telemetry = config.service.telemetry if config else None
-    level = resolve_level(args.log_level, telemetry.log_level if telemetry else "")
+    # The Go helper's variable comes last, so that a drop-in Deployment keeps its log level.
+    level = resolve_level(
+        args.log_level,
+        telemetry.log_level if telemetry else "",
+        os.environ.get("AWS_VPC_K8S_CNI_LOGLEVEL"),
+    )
     fmt = args.log_format or (telemetry.log_format if telemetry else "") or "text"
     setup_logging(level, fmt)
 
@@ -286,12 +298,8 @@ def _cmd_components(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _cmd_print_config(args: argparse.Namespace, registry: Registry) -> int:
-    from ._compat import dropin_config_data
-
     try:
-        config = build_config(
-            dropin_config_data(os.environ), "environment (drop-in mode)", registry
-        )
+        config = build_config(dropin_config_data(os.environ), DROPIN_SOURCE, registry)
     except ConfigError as exc:
         _print_config_error(exc)
         return EXIT_USAGE
@@ -300,7 +308,7 @@ def _cmd_print_config(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, registry: Registry) -> int:
-    from ._demo import run_demo
+    from .demo import run_demo  # imports moto's server and simfleet: only when asked for
 
     _setup_logging(args, None)
     try:

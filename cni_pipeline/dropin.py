@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import ConfigError
+from pipeline import ConfigError
 
 SOURCE = "environment (drop-in mode)"
 _TRUE = {"true", "yes", "1", "on"}

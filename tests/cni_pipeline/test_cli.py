@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline._cli import main
+from cni_pipeline.cli import main
 
 GOOD = """
 receivers:
@@ -102,7 +102,8 @@ def test_run_with_bad_config_exits_2_before_starting(tmp_path):
 
 def test_usage_error_exits_2():
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "validate"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cni_pipeline", "validate"],
+        capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2
 
@@ -143,7 +144,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def run_cli(path: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", "--config", path],
+    return subprocess.run([sys.executable, "-m", "cni_pipeline", "--config", path],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -168,7 +169,7 @@ def test_run_serves_health_and_stops_cleanly_on_sigterm(tmp_path):
     port = _free_port()
     path = write(tmp_path, GOOD.replace("127.0.0.1:0", f"127.0.0.1:{port}"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "--config", path], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "cni_pipeline", "--config", path], stderr=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + 30
@@ -217,7 +218,7 @@ def test_metrics_and_liveness_answer_before_discovery_syncs(tmp_path):
         f'kubernetes_sd: {{kubeconfig: "{kubeconfig}"}}').replace("1s", "30s").replace(
         "500ms", "10s")
     path = write(tmp_path, config)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", path],
+    proc = subprocess.Popen([sys.executable, "-m", "cni_pipeline", "--config", path],
                             stderr=subprocess.PIPE, text=True)
     try:
         assert wait_healthz(port) == 200

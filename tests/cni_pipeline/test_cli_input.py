@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline._cli import main
+from cni_pipeline.cli import main
 from pipeline._config import load_config_text
 from pipeline._registry import Registry
 from pipeline._runtime import Service
@@ -48,7 +48,7 @@ def test_print_config_into_a_closed_pipe_is_quiet():
     os.close(reader)  # the reader is gone before the first write
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline", "print-config"],
+            [sys.executable, "-m", "cni_pipeline", "print-config"],
             stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60, check=False, cwd=ROOT,
         )
     finally:
@@ -104,7 +104,7 @@ def test_sigterm_while_starting_is_a_clean_stop(tmp_path):
     """A pod deleted while cni-pipeline starts (before its first tick): exit 0, no traceback."""
     path = tmp_path / "slow.yaml"
     path.write_text(NO_AGGREGATE.replace("scrape_interval: 1s", "scrape_interval: 1h"))
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--config", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "cni_pipeline", "--config", str(path)],
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         deadline = 600  # polls of 0.05 s: 30 s at most
@@ -118,3 +118,29 @@ def test_sigterm_while_starting_is_a_clean_stop(tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "expected"),
+    [
+        (None, "DEBUG", logging.DEBUG),  # the Go helper's variable, as aws-node spells it
+        (None, "FATAL", logging.ERROR),  # its most severe level: we never log at fatal
+        (None, "nonsense", logging.INFO),
+        ("warn", "DEBUG", logging.WARNING),  # the flag wins
+    ],
+)
+def test_log_level_falls_back_to_the_go_helper_s_variable(
+    monkeypatch: pytest.MonkeyPatch, flag: str | None, env: str, expected: int
+) -> None:
+    from cni_pipeline.cli import _parser, _setup_logging
+
+    monkeypatch.setenv("AWS_VPC_K8S_CNI_LOGLEVEL", env)
+    args = _parser().parse_args(["--log-level", flag] if flag else [])
+    root = logging.getLogger()
+    saved = root.level, root.handlers[:]
+    try:
+        _setup_logging(args, None)
+        assert root.level == expected
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]

@@ -5,7 +5,7 @@ A simulated fleet of aws-node pods (``simfleet``, its own process) is scraped by
 ``awscloudwatch`` exporter to a local CloudWatch-compatible endpoint (moto's server). Between
 cycles the fleet's counters move and one node restarts; at the end the demo reads back what
 CloudWatch stored and prints it beside the fleet's truth, computed independently here from the
-DESIGN.md table.
+rule table of docs/aggregation.md.
 """
 
 from __future__ import annotations
@@ -22,14 +22,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
-from ._component import ComponentSettings, Kind, SimpleExporter
-from ._config import build_config
-from ._model import Batch
-from ._registry import Registry
-from ._runtime import Service
-from ._units import Duration
+from pipeline import Batch, ComponentConfig, ComponentSettings, Duration, Kind, SimpleExporter
+from pipeline.service import Registry, Service, build_config
 
-# The DESIGN.md table, as the demo's independent truth: CloudWatch name -> (family, how).
+# docs/aggregation.md's rule table, the demo's independent truth: CloudWatch name -> (family, how).
 TRUTH_TABLE: dict[str, tuple[str, str]] = {
     "addReqCount": ("awscni_add_ip_req_count", "counter"),
     "assignIPAddresses": ("awscni_assigned_ip_addresses", "gauge"),
@@ -81,8 +77,6 @@ class _Recorder(SimpleExporter):
 
     # factory side
     def default_config(self) -> Any:
-        from ._component import ComponentConfig
-
         return ComponentConfig()
 
     def create(self, settings: ComponentSettings, config: Any) -> _Recorder:

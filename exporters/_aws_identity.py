@@ -45,7 +45,7 @@ _IMDS_IPV4 = "http://169.254.169.254/"
 _IMDS_IPV6 = "http://[fd00:ec2::254]/"
 _TOKEN_TTL = "21600"
 
-_log = logging.getLogger("pipeline.aws")
+_log = logging.getLogger("cni_pipeline.aws_identity")
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
