@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import yaml
 
@@ -32,6 +31,7 @@ from pipeline.service import (
 
 from .dropin import SOURCE as DROPIN_SOURCE
 from .dropin import dropin_config_data
+from .plan import pipeline_shape, planned_metrics
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 #: What a shell reports for a command killed by SIGPIPE (128 + 13), as `yes | head -1` does.
@@ -264,21 +264,11 @@ def _cmd_validate(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def _plan(config: Config, registry: Registry, args: argparse.Namespace) -> list[str]:
-    """What each exporter would publish, from the processors' planned metrics (no network)."""
+    """What each exporter would publish, from the planned metrics (no network)."""
     lines: list[str] = []
     for spec in config.pipelines:
-        interval = min(
-            (float(getattr(config.receivers[r], "scrape_interval", 30.0)) for r in spec.receivers),
-            default=30.0,
-        )
-        shape = ClusterShape(
-            nodes=args.nodes, zones=args.zones, nodegroups=args.nodegroups, interval=interval
-        )
-        metrics: list[Any] = []
-        for cid in spec.processors:
-            hook = getattr(registry.get(Kind.PROCESSOR, cid.type), "planned_metrics", None)
-            if hook is not None:
-                metrics = list(hook(config.processors[cid], shape))
+        shape = pipeline_shape(config, spec, args.nodes, args.zones, args.nodegroups)
+        metrics = planned_metrics(config, registry, spec, shape)
         for cid in spec.exporters:
             hook = getattr(registry.get(Kind.EXPORTER, cid.type), "describe_plan", None)
             if hook is not None:

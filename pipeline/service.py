@@ -5,7 +5,14 @@ commands such as ``cni_pipeline`` (the Collector keeps the same split between ``
 ``service`` / ``otelcol``). It imports no component: the registry finds them by entry point.
 """
 
-from ._config import Config, build_config, config_warnings, load_config, load_config_text
+from ._config import (
+    Config,
+    PipelineSpec,
+    build_config,
+    config_warnings,
+    load_config,
+    load_config_text,
+)
 from ._logging import LEVELS, resolve_level, setup_logging
 from ._registry import Registration, Registry
 from ._runtime import EARLY_STOP, Service, run_until_signal
@@ -14,6 +21,7 @@ __all__ = [
     "EARLY_STOP",
     "LEVELS",
     "Config",
+    "PipelineSpec",
     "Registration",
     "Registry",
     "Service",

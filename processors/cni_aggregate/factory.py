@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from pipeline import (
@@ -35,11 +36,14 @@ class CniAggregateFactory:
             settings, rules, list(cfg.group_by), float(cfg.staleness), next_consumer
         )
 
-    def planned_metrics(self, config: ComponentConfig, shape: ClusterShape) -> list[Metric]:
-        """The metrics one cycle emits on a cluster of ``shape`` (values 0), for ``validate``."""
+    def planned_metrics(
+        self, config: ComponentConfig, shape: ClusterShape, upstream: Sequence[Metric] = ()
+    ) -> list[Metric]:
+        """The metrics leaving this processor in one cycle on a cluster of ``shape`` (values 0):
+        what reached it, then its own; for ``validate``'s cost and the dashboards."""
         cfg = _checked(config)
         rules, _ = resolve_rules(cfg)
-        return cycle_metrics(rules, cfg.group_by, shape)
+        return [*upstream, *cycle_metrics(rules, cfg.group_by, shape)]
 
 
 def _checked(config: ComponentConfig) -> CniAggregateConfig:

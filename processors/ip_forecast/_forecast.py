@@ -14,6 +14,7 @@ whole window), or when the answer lies beyond ``max_horizon``. A pool already em
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline import Batch, Metric, MetricKind
@@ -92,6 +93,18 @@ class Forecaster:
         gone = [key for key, s in self._series.items() if s.points[-1][0] < now - self._window]
         for key in gone:
             del self._series[key]
+
+
+def planned_forecasts(forecasts: list[ForecastConfig], upstream: Sequence[Metric],
+                      window: float) -> list[Metric]:
+    """The forecasts a cycle carrying ``upstream`` could publish (values 0), one per series of
+    each forecast's inputs."""
+    by_name: dict[str, dict[Attributes, float]] = {}
+    for metric in upstream:
+        if metric.kind is MetricKind.GAUGE:
+            by_name.setdefault(metric.name, {})[metric.attributes] = 0.0
+    return [_metric(forecast, attributes, 0.0, window)
+            for forecast in forecasts for attributes in _readings(forecast, by_name)]
 
 
 def _readings(forecast: ForecastConfig, by_name: dict[str, dict[Attributes, float]]
