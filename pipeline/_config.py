@@ -19,6 +19,7 @@ import yaml
 from ._component import ComponentConfig, ComponentID, Kind
 from ._decode import Problems, join, overlay, to_data
 from ._errors import ConfigError, RegistryError
+from ._leader import LeaderElectionConfig
 from ._registry import Registry
 from ._units import Duration, parse_endpoint
 
@@ -51,6 +52,7 @@ class TelemetryConfig:
 class ServiceConfig:
     pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,6 +241,8 @@ def build_config(
     }
     service = overlay(ServiceConfig(), data.get("service"), "service", problems)
     _check_telemetry(service.telemetry, problems)
+    for key, message in service.leader_election.validate():
+        problems.append((join("service.leader_election", key), message))
     declared = {
         kind: {str(k) for k in data.get(kind.plural) or {}}
         if isinstance(data.get(kind.plural), dict)

@@ -30,6 +30,9 @@ from ._registry import Registry
 from ._telemetry import Telemetry
 
 SettingsFactory = Callable[[ComponentID, Kind], ComponentSettings]
+#: Puts a consumer in front of a pipeline's exporters (leader election's export gate):
+#: ``gate(pipeline ID, the exporters' fan-out, the exporter components)``.
+GateFactory = Callable[[str, MetricsConsumer, list[Component]], MetricsConsumer]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +89,11 @@ def build_graph(
     make_settings: SettingsFactory,
     telemetry: Telemetry,
     logger: logging.Logger,
+    gate: GateFactory | None = None,
 ) -> Graph:
-    """Create every component of every pipeline; creation has no side effects (start does)."""
+    """Create every component of every pipeline; creation has no side effects (start does).
+
+    ``gate``, if given, sits between each pipeline's last processor and its exporters."""
     graph = Graph()
     exporters: dict[ComponentID, MetricsConsumer] = {}
     for cid in _used(config, Kind.EXPORTER):
@@ -100,6 +106,9 @@ def build_graph(
     entries: dict[str, MetricsConsumer] = {}
     for spec in config.pipelines:
         consumer = fan_out([exporters[e] for e in spec.exporters])
+        if gate is not None:
+            ours = [n.component for n in graph.exporters if n.id in spec.exporters]
+            consumer = gate(spec.id, consumer, ours)
         for cid in reversed(spec.processors):
             component = _create(registry, Kind.PROCESSOR, cid, make_settings, config, consumer)
             graph.processors.insert(0, Node(cid, Kind.PROCESSOR, component, spec.id))

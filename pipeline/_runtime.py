@@ -10,8 +10,10 @@ import time
 
 from ._component import ComponentID, ComponentSettings, Kind, log_tag
 from ._config import Config, config_warnings
+from ._errors import PipelineError
 from ._gc import GcPolicy
-from ._graph import Graph, build_graph
+from ._graph import GateFactory, Graph, build_graph
+from ._leader import Leadership, LeaderWatch
 from ._logging import component_logger
 from ._registry import Registry
 from ._telemetry import Telemetry, TelemetryServer
@@ -22,6 +24,10 @@ logger = logging.getLogger("cni_pipeline")
 #: Set by the command line's SIGTERM handler while it starts, before the loop has its own: the
 #: service then stops at once (a pod deleted while starting), instead of the default kill.
 EARLY_STOP = threading.Event()
+
+#: At shutdown, how long the export gates may take to record the last delivered cycle, and the
+#: elector to release the Lease, before we go without (the Lease then expires instead).
+_LEADER_STOP_GRACE = 10.0
 
 
 class _Host:
@@ -39,9 +45,18 @@ class _Host:
 
 
 class Service:
-    """One running pipeline service; ``run`` returns once ``stop`` is set and all has stopped."""
+    """One running pipeline service; ``run`` returns once ``stop`` is set and all has stopped.
 
-    def __init__(self, config: Config, registry: Registry, telemetry: Telemetry | None = None):
+    With a ``leadership`` (service.leader_election, built by the application), each pipeline
+    exports only while this replica leads (see pipeline/_leader.py)."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        telemetry: Telemetry | None = None,
+        leadership: Leadership | None = None,
+    ):
         self.config = config
         self.registry = registry
         self.telemetry = telemetry or Telemetry()
@@ -49,6 +64,10 @@ class Service:
         self.graph: Graph | None = None
         self.server: TelemetryServer | None = None
         self.gc = GcPolicy()
+        self.leadership = leadership
+        self.leader_watch: LeaderWatch | None = None
+        self._leader_stop = asyncio.Event()
+        self._leader_task: asyncio.Task[None] | None = None
 
     def _settings(self, cid: ComponentID, kind: Kind) -> ComponentSettings:
         return ComponentSettings(
@@ -82,11 +101,14 @@ class Service:
             if any(cid in p.receivers for p in self.config.pipelines)
         }
         self.telemetry.expect_reports(pending)
-        self.graph = build_graph(self.config, self.registry, self._settings, self.telemetry, logger)
+        self.graph = build_graph(
+            self.config, self.registry, self._settings, self.telemetry, logger, self._gates()
+        )
         for warning in config_warnings(self.config, self.registry):
             logger.warning("%s", warning)
         await self.graph.start_all(lambda kind: _Host(self.telemetry, kind), logger)
         self.gc.start()
+        self._start_leadership()
         logger.info(
             "pipeline started: %d pipeline(s) from %s",
             len(self.config.pipelines),
@@ -97,9 +119,53 @@ class Service:
         await self.gc.stop()
         if self.graph is not None:
             await self.graph.shutdown_all(logger)
+        await self._stop_leadership()
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+    # -- leader election ------------------------------------------------------------------------
+
+    def _gates(self) -> GateFactory | None:
+        """The export gates' factory when a Leadership was given (else pipelines export)."""
+        if self.leadership is None:
+            if self.config.service.leader_election.enabled:
+                raise PipelineError(
+                    f"{self.config.source}: service.leader_election.enabled is true, but the "
+                    "application gave the service no Leadership to follow"
+                )
+            return None
+        self.leader_watch = LeaderWatch(self.leadership, self.telemetry, logger)
+        return self.leader_watch.gate
+
+    def _start_leadership(self) -> None:
+        """Elect once everything runs: the gates keep cycles that come before the first win, and
+        replay them then."""
+        if self.leadership is None:
+            return
+        self._leader_task = asyncio.create_task(
+            self.leadership.run(self._leader_stop), name="leader-election"
+        )
+        self._leader_task.add_done_callback(_log_leader_end)
+
+    async def _stop_leadership(self) -> None:
+        """After the exporters have flushed: record the last delivered cycles, then release."""
+        if self.leader_watch is not None:
+            try:
+                async with asyncio.timeout(_LEADER_STOP_GRACE):
+                    await self.leader_watch.settle()
+            except TimeoutError:
+                logger.warning("the last delivered cycles could not be recorded in time")
+        if self._leader_task is None:
+            return
+        self._leader_stop.set()
+        done, _ = await asyncio.wait({self._leader_task}, timeout=_LEADER_STOP_GRACE)
+        if not done:
+            logger.warning(
+                "leader election did not stop in %.0fs; the lease will expire", _LEADER_STOP_GRACE
+            )
+            self._leader_task.cancel()
+        self._leader_task = None
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -109,6 +175,15 @@ class Service:
         finally:
             await self.shutdown()
         logger.info("stopped")
+
+
+def _log_leader_end(task: asyncio.Task[None]) -> None:
+    """The elector ends only when asked to: say so loudly if it died (this replica then never
+    leads again, while still looking ready)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error(
+            "leader election failed; this replica stands by for good", exc_info=task.exception()
+        )
 
 
 async def run_until_signal(service: Service) -> None:

@@ -33,6 +33,7 @@ class Telemetry:
         self._lock = threading.Lock()
         self._status: dict[str, tuple[bool, str, float]] = {}
         self._ready_checks: list[Callable[[], str | None]] = []
+        self._ready_note: Callable[[], str] | None = None
         self._awaited: set[str] = set()
         self.last_tick = 0.0
         self.tick_interval = 0.0
@@ -79,6 +80,14 @@ class Telemetry:
     def add_ready_check(self, check: Callable[[], str | None]) -> None:
         """Register a check that returns ``None`` when ready, else why not."""
         self._ready_checks.append(check)
+
+    def set_ready_note(self, note: Callable[[], str]) -> None:
+        """What a ready ``/readyz`` says after "ok" (leader election: "leader" or "standby")."""
+        self._ready_note = note
+
+    def ready_text(self) -> str:
+        """The body of a ready ``/readyz``."""
+        return "ok" if self._ready_note is None else f"ok: {self._ready_note()}"
 
     def tick(self, interval: float) -> None:
         """Called by the loop that drives cycles, so ``/healthz`` knows it is alive."""
@@ -132,7 +141,8 @@ class TelemetryServer:
                 problem = telemetry.liveness() if path == "/healthz" else telemetry.readiness()
                 status = "503 Service Unavailable" if problem else "200 OK"
                 start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
-                return [(problem or "ok").encode() + b"\n"]
+                body = problem or (telemetry.ready_text() if path == "/readyz" else "ok")
+                return [body.encode() + b"\n"]
             if path in ("/metrics", "/"):
                 return metrics_app(environ, start_response)  # type: ignore[no-any-return]
             start_response("404 Not Found", [("Content-Type", "text/plain")])

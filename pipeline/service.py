@@ -13,14 +13,19 @@ from ._config import (
     load_config,
     load_config_text,
 )
+from ._leader import KEPT_CYCLES, Delivering, LeaderElectionConfig, Leadership
 from ._logging import LEVELS, resolve_level, setup_logging
 from ._registry import Registration, Registry
 from ._runtime import EARLY_STOP, Service, run_until_signal
 
 __all__ = [
     "EARLY_STOP",
+    "KEPT_CYCLES",
     "LEVELS",
     "Config",
+    "Delivering",
+    "LeaderElectionConfig",
+    "Leadership",
     "PipelineSpec",
     "Registration",
     "Registry",
