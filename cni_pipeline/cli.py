@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from pipeline import ClusterShape, ConfigError, Duration, Kind, PipelineError, R
 from pipeline.service import (
     EARLY_STOP,
     Config,
+    Leadership,
     Registry,
     Service,
     build_config,
@@ -222,13 +224,31 @@ def _cmd_run(args: argparse.Namespace, registry: Registry) -> int:
         logger.info("stopped before starting (SIGTERM)")
         return EXIT_OK
     try:
-        asyncio.run(run_until_signal(Service(config, registry)))
+        leadership = _leadership(config)
+    except ConfigError as exc:  # no identity for the Lease: a config problem, before anything runs
+        _print_config_error(exc)
+        return EXIT_USAGE
+    try:
+        asyncio.run(run_until_signal(Service(config, registry, leadership=leadership)))
     except (PipelineError, OSError) as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         pass
     return EXIT_OK
+
+
+def _leadership(config: Config) -> Leadership | None:
+    """The Kubernetes Lease elector (cni_pipeline/leader.py) when service.leader_election is on.
+
+    Imported by name, when it is on only: it brings the kubernetes client, which a single
+    replica does not need."""
+    election = config.service.leader_election
+    if not election.enabled:
+        return None
+    leader = importlib.import_module("cni_pipeline.leader")
+    leadership: Leadership = leader.build_leadership(election, os.environ)
+    return leadership
 
 
 def _print_config_error(exc: ConfigError) -> None:
