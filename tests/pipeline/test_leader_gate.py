@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import textwrap
+import time
 import urllib.request
 from collections.abc import Callable
 
@@ -20,6 +21,7 @@ import pytest
 from pipeline import (
     Batch,
     ComponentID,
+    ComponentSettings,
     ConfigError,
     Cycle,
     FamilySet,
@@ -33,6 +35,7 @@ from pipeline._component import log_tag
 from pipeline._config import load_config_text
 from pipeline._leader import KEPT_CYCLES, Delivering, ExportGate, LeaderWatch
 from pipeline._runtime import Service
+from pipeline.exporterhelper import QueuedExporter
 from pipeline.service import LeaderElectionConfig
 from tests.support.components import Sink, test_registry
 
@@ -283,6 +286,29 @@ async def test_losing_the_lead_stops_exporting_and_a_new_term_starts_from_the_re
     await gate.settle()
     assert exporter.times == [1.0, 3.0]
     assert telemetry.registry.get_sample_value("cni_pipeline_leader_transitions_total") == 3
+
+
+async def test_a_queued_exporter_that_cannot_report_delivery_is_named_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = ComponentSettings(
+        id=ComponentID("awscloudwatch"),
+        kind=Kind.EXPORTER,
+        logger=logging.LoggerAdapter(LOG, {}),
+        telemetry=Telemetry(),
+        started_at=time.time(),
+    )
+
+    async def push(batch: Batch) -> None:
+        return None
+
+    exporter: QueuedExporter[Batch] = QueuedExporter(settings, push)
+    LeaderWatch(FakeLeadership(), Telemetry(), LOG).gate("metrics", exporter, [exporter])
+    warned = "exporter awscloudwatch queues its sends but cannot report delivery" in caplog.text
+    assert warned == (not isinstance(exporter, Delivering))
+    caplog.clear()
+    make_gate(FakeLeadership(), QueueingExporter())
+    assert "cannot report delivery" not in caplog.text
 
 
 # -- the service -----------------------------------------------------------------------------------
