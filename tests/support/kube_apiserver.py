@@ -25,6 +25,12 @@ happens to accept):
 - ``/api/v1/namespaces/{ns}/pods/[scheme:]{name}[:port]/proxy/{path}`` forwards a GET to the pod's
   IP and port. Only loopback pod IPs are proxied: tests give pods addresses in 127.0.0.0/8 where
   their test servers listen.
+- ``/apis/coordination.k8s.io/v1/namespaces/{ns}/leases`` (POST: create, ``409 AlreadyExists``
+  when the name is taken) and ``.../leases/{name}`` (GET; PUT: replace, ``409 Conflict`` when the
+  body's ``metadata.resourceVersion`` is not the stored one, ``404`` when there is none, as Leases
+  are not created on update): what leader election uses. Bodies are checked as the API server
+  decodes and validates them (MicroTime ``acquireTime``/``renewTime`` with exactly six fraction
+  digits, ``leaseDurationSeconds`` > 0, ``leaseTransitions`` >= 0); times come back in UTC.
 - ``/version``, ``/api``, ``/api/v1``, ``/apis`` (enough discovery for ``kubectl``), and a
   ``meta.k8s.io/v1`` Table when the Accept header asks for one (server-side printing, which
   ``kubectl get`` uses for its columns, in lists and watches). Status bodies for every error (401
@@ -33,12 +39,12 @@ happens to accept):
   (token or exec credential plugin) and for an in-cluster service account directory.
 
 Faults tests can inject: :meth:`compact_history` (410s), :meth:`drop_watches` (a stream cut without
-its final chunk, or ended cleanly), :meth:`fail_next` (the next N requests of a verb answered with
-a Status error), :meth:`deny` and ``permitted`` (403s, as RBAC gives), ``before_request`` (a hook
-run at the start of every request, e.g. to compact between two pages of a list), and
-``split_events`` (each event cut across two chunks).
-
-:class:`MetricsEndpoint` is a stand-in aws-node endpoint for a pod IP in 127.0.0.0/8.
+its final chunk, or ended cleanly), :meth:`fail_next` (the next N requests of a verb answered with a
+Status error), :meth:`fail_matching` (every request a predicate picks, e.g. one client's),
+:meth:`deny` and ``permitted`` (403s, as RBAC gives), ``before_request`` (a hook run at the start of
+every request, e.g. to compact between two pages of a list), and ``split_events`` (each event cut
+across two chunks). :class:`MetricsEndpoint` is a stand-in aws-node endpoint for a pod IP in
+127.0.0.0/8.
 """
 
 from __future__ import annotations
@@ -213,6 +219,8 @@ class RequestRecord:
     query: dict[str, str]
     headers: dict[str, str]
     time: float
+    #: The decoded JSON body of a POST or PUT.
+    body: Obj | None = None
 
     @property
     def is_watch(self) -> bool:
@@ -290,7 +298,10 @@ class KubeAPIServer:
         self._cond = threading.Condition()
         self._rv = 1
         self._compacted = 0
-        self._objects: dict[str, dict[tuple[str, str], Obj]] = {"pods": {}, "nodes": {}}
+        self._objects: dict[str, dict[tuple[str, str], Obj]] = {
+            "pods": {}, "nodes": {}, "leases": {}
+        }
+        self._failing: tuple[Callable[[RequestRecord], bool], Obj] | None = None
         self._history: list[_Event] = []
         self._watches: list[_Watch] = []
         self._bookmark_generation = 0
@@ -604,6 +615,80 @@ class KubeAPIServer:
     def pod(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> Obj:
         return self._get("pods", namespace, name)
 
+    # --- store: leases (coordination.k8s.io/v1) -------------------------------------------------
+
+    def lease(self, name: str, namespace: str = DEFAULT_NAMESPACE) -> Obj:
+        """The stored Lease, as a GET returns it (``KeyError`` if there is none)."""
+        return self._get("leases", namespace, name)
+
+    def set_lease(
+        self,
+        name: str,
+        spec: Obj,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        annotations: dict[str, str] | None = None,
+    ) -> Obj:
+        """Create or replace a Lease as another client would (unconditionally): a new
+        resourceVersion, so a client holding the old one gets 409 Conflict on its update."""
+        meta: Obj = {"name": name, "namespace": namespace}
+        if annotations is not None:
+            meta["annotations"] = dict(annotations)
+        body: Obj = {"apiVersion": LEASE_API_VERSION, "kind": "Lease", "metadata": meta,
+                     "spec": spec}
+        with self._cond:
+            if (namespace, name) in self._objects["leases"]:
+                return self.replace_lease(namespace, name, body)
+            return self.create_lease(namespace, body)
+
+    def create_lease(self, namespace: str, body: Obj) -> Obj:
+        """``POST .../leases``: 409 AlreadyExists when the name is taken."""
+        lease = _lease_from_body(body, namespace)
+        name = lease["metadata"]["name"]
+        if "resourceVersion" in lease["metadata"]:  # etcd3 store.Create refuses it, as a 500
+            raise _APIError(status_body(
+                500, "InternalError",
+                "Internal error occurred: resourceVersion should not be set on objects to be "
+                "created",
+            ))
+        with self._cond:
+            if (namespace, name) in self._objects["leases"]:
+                raise _APIError(status_body(
+                    409, "AlreadyExists", f'leases.coordination.k8s.io "{name}" already exists',
+                    name=name, group=LEASE_GROUP, kind="leases",
+                ))
+            lease["metadata"]["uid"] = str(uuid.uuid4())
+            lease["metadata"]["creationTimestamp"] = _now()
+            return self._commit("leases", namespace, name, lease)
+
+    def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj:
+        """``PUT .../leases/{name}``: optimistic concurrency on ``metadata.resourceVersion``
+        (409 Conflict when stale; none given is an unconditional update, which Leases allow);
+        404 when there is no such Lease; an update that changes nothing keeps the version."""
+        lease = _lease_from_body(body, namespace, name)
+        with self._cond:
+            current = self._objects["leases"].get((namespace, name))
+            if current is None:
+                raise _lease_not_found(name)
+            stored = current["metadata"]
+            wanted = lease["metadata"].pop("resourceVersion", "")
+            if wanted and wanted != stored["resourceVersion"]:
+                raise _APIError(status_body(
+                    409, "Conflict",
+                    f'Operation cannot be fulfilled on leases.coordination.k8s.io "{name}": the '
+                    "object has been modified; please apply your changes to the latest version "
+                    "and try again",
+                    name=name, group=LEASE_GROUP, kind="leases",
+                ))
+            lease["metadata"]["uid"] = stored["uid"]
+            lease["metadata"]["creationTimestamp"] = stored["creationTimestamp"]
+            unchanged = lease["spec"] == current["spec"] and all(
+                lease["metadata"].get(k) == stored.get(k) for k in ("labels", "annotations")
+            )
+            if unchanged:
+                return copy.deepcopy(current)
+            return self._commit("leases", namespace, name, lease)
+
     # --- faults -------------------------------------------------------------------------------
 
     @property
@@ -663,6 +748,22 @@ class KubeAPIServer:
 
     def allow(self, resource: str, verb: str) -> None:
         self._denied.discard((resource, verb))
+
+    def fail_matching(
+        self, predicate: Callable[[RequestRecord], bool] | None, code: int = 500
+    ) -> None:
+        """Answer every request ``predicate`` picks (say, one client's, by its User-Agent) with a
+        Status error of this code, until called with ``None``."""
+        reason = "ServiceUnavailable" if code == 503 else "InternalError"
+        with self._cond:
+            self._failing = None if predicate is None else (
+                predicate, status_body(code, reason, f"injected {code}"))
+
+    def _check_failing(self, record: RequestRecord) -> None:
+        with self._cond:
+            failing = self._failing
+        if failing is not None and failing[0](record):
+            raise _APIError(copy.deepcopy(failing[1]))
 
     @property
     def open_watches(self) -> int:
@@ -729,7 +830,8 @@ class KubeAPIServer:
             raise _APIError(status_body(
                 403, "Forbidden",
                 f'{resource} is forbidden: User "system:serviceaccount:kube-system:cni-pipeline" '
-                f'cannot {verb} resource "{resource}" in API group ""{where}',
+                f'cannot {verb} resource "{resource}" in API group '
+                f'"{_GROUPS.get(resource, "")}"{where}',
                 kind=resource,
             ))
 
@@ -1026,12 +1128,106 @@ def _table(resource: str, items: list[Obj], metadata: Obj, include: str,
     return table
 
 
+# --- leases -----------------------------------------------------------------------------------
+
+LEASE_GROUP = "coordination.k8s.io"
+LEASE_API_VERSION = f"{LEASE_GROUP}/v1"
+_GROUPS = {"leases": LEASE_GROUP}
+_LEASE_GROUP_INFO: Obj = {
+    "name": LEASE_GROUP,
+    "versions": [{"groupVersion": LEASE_API_VERSION, "version": "v1"}],
+    "preferredVersion": {"groupVersion": LEASE_API_VERSION, "version": "v1"},
+}
+_LEASE_RESOURCE_LIST: Obj = {
+    "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": LEASE_API_VERSION,
+    "resources": [{"name": "leases", "singularName": "lease", "namespaced": True, "kind": "Lease",
+                   "verbs": ["create", "get", "update"]}],
+}
+#: metav1.MicroTime as the API server parses it (time.Parse with RFC3339Micro): exactly six
+#: fraction digits, then Z or an offset.
+_MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$")
+_LEASE_SPEC = ("holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime",
+               "leaseTransitions", "strategy", "preferredHolder")
+
+
+def _lease_not_found(name: str) -> _APIError:
+    return _APIError(status_body(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found',
+                                 name=name, group=LEASE_GROUP, kind="leases"))
+
+
+def _lease_from_body(body: Any, namespace: str, url_name: str = "") -> Obj:
+    """A Lease as the API server decodes and validates a request body (400 for what cannot be
+    decoded, 422 Invalid for what fails validation); unknown fields are dropped."""
+    if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
+        raise _APIError(status_body(400, "BadRequest", "the body of the request was in an "
+                                                       "unknown format"))
+    if body.get("kind", "Lease") != "Lease" or body.get("apiVersion",
+                                                        LEASE_API_VERSION) != LEASE_API_VERSION:
+        raise _APIError(status_body(
+            400, "BadRequest", f"Lease in version \"v1\" cannot be handled as a Lease: expected "
+            f"{LEASE_API_VERSION}, Kind=Lease, got {body.get('apiVersion')}, "
+            f"Kind={body.get('kind')}"))
+    meta = body.get("metadata") or {}
+    name = meta.get("name", "")
+    if url_name and name != url_name:
+        raise _APIError(status_body(
+            400, "BadRequest",
+            f"the name of the object ({name}) does not match the name on the URL ({url_name})"))
+    if meta.get("namespace", namespace) != namespace:
+        raise _APIError(status_body(400, "BadRequest", "the namespace of the provided object "
+                                                       "does not match the namespace sent on the "
+                                                       "request"))
+    spec = {k: v for k, v in (body.get("spec") or {}).items() if k in _LEASE_SPEC}
+    for key in ("acquireTime", "renewTime"):
+        if spec.get(key) is not None:
+            spec[key] = _micro_time(spec[key])
+    causes = _lease_problems(name, spec)
+    if causes:
+        raise _APIError(status_body(
+            422, "Invalid", f'Lease.coordination.k8s.io "{name}" is invalid: '
+            + ", ".join(f"{c['field']}: {c['message']}" for c in causes),
+            name=name, group=LEASE_GROUP, kind="Lease", causes=causes))
+    kept = {k: meta[k] for k in ("labels", "annotations", "resourceVersion") if meta.get(k)}
+    return {"kind": "Lease", "apiVersion": LEASE_API_VERSION,
+            "metadata": {"name": name, "namespace": namespace, **kept}, "spec": spec}
+
+
+def _micro_time(value: Any) -> str:
+    if not isinstance(value, str) or not _MICRO_TIME.match(value):
+        raise _APIError(status_body(
+            400, "BadRequest", f'Lease in version "v1" cannot be handled as a Lease: parsing time '
+            f'"{value}" as "2006-01-02T15:04:05.000000Z07:00": cannot parse'))
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _lease_problems(name: str, spec: Obj) -> list[Obj]:
+    """The validation causes (field, message) of the API server's ValidateLease."""
+    causes: list[Obj] = []
+
+    def invalid(field: str, value: Any, message: str, reason: str = "FieldValueInvalid") -> None:
+        causes.append({"reason": reason, "field": field,
+                       "message": f"Invalid value: {json.dumps(value)}: {message}"})
+
+    if not name:
+        causes.append({"reason": "FieldValueRequired", "field": "metadata.name",
+                       "message": "Required value: name or generateName is required"})
+    duration = spec.get("leaseDurationSeconds")
+    if duration is not None and (not isinstance(duration, int) or duration <= 0):
+        invalid("spec.leaseDurationSeconds", duration, "must be greater than 0")
+    transitions = spec.get("leaseTransitions")
+    if transitions is not None and (not isinstance(transitions, int) or transitions < 0):
+        invalid("spec.leaseTransitions", transitions, "must be greater than or equal to 0")
+    return causes
+
+
 # --- HTTP -------------------------------------------------------------------------------------
 
 _NS_PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 _NS_POD = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$")
 _POD_PROXY = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/proxy(/.*)?$")
 _NODE = re.compile(r"^/api/v1/nodes/([^/]+)$")
+_NS_LEASES = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases$")
+_NS_LEASE = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases/([^/]+)$")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -1052,6 +1248,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.api.before_request is not None:
                 self.api.before_request(record)
+            self.api._check_failing(record)
             self._route(parts.path, query)
         except _APIError as exc:
             self._send_json(exc.status["code"], exc.status)
@@ -1063,7 +1260,45 @@ class _Handler(BaseHTTPRequestHandler):
                                          "the server does not allow this method on the requested "
                                          "resource"))
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = _unsupported  # noqa: N815 - stdlib's names
+    do_PATCH = do_DELETE = _unsupported  # noqa: N815 - stdlib's names
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib's name
+        self._write("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802 - stdlib's name
+        self._write("PUT")
+
+    def _write(self, method: str) -> None:
+        """POST and PUT: Leases only (anything else is 405, as before Leases were served)."""
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        record = RequestRecord(method, parts.path, query, dict(self.headers.items()),
+                               time.monotonic())
+        with self.api._cond:
+            self.api.requests.append(record)
+        try:
+            try:
+                record.body = json.loads(raw) if raw else None
+            except ValueError as exc:
+                raise _APIError(status_body(400, "BadRequest", f"invalid body: {exc}")) from exc
+            if self.api.before_request is not None:
+                self.api.before_request(record)
+            self.api._check_failing(record)
+            if not self.api._authorized(self.headers.get("Authorization")):
+                raise _APIError(status_body(401, "Unauthorized", "Unauthorized"))
+            if method == "POST" and (m := _NS_LEASES.match(parts.path)):
+                self.api._check_fault("create", "leases", m.group(1))
+                self._send_json(201, self.api.create_lease(m.group(1), record.body))
+            elif method == "PUT" and (m := _NS_LEASE.match(parts.path)):
+                self.api._check_fault("update", "leases", m.group(1))
+                self._send_json(200, self.api.replace_lease(m.group(1), m.group(2), record.body))
+            else:
+                self._unsupported()
+        except _APIError as exc:
+            self._send_json(exc.status["code"], exc.status)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _route(self, path: str, query: dict[str, str]) -> None:
         if path == "/version":
@@ -1080,7 +1315,12 @@ class _Handler(BaseHTTPRequestHandler):
                 ],
             })
         elif path == "/apis":
-            self._send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+            self._send_json(200, {"kind": "APIGroupList", "apiVersion": "v1",
+                                  "groups": [_LEASE_GROUP_INFO]})
+        elif path == f"/apis/{LEASE_GROUP}":
+            self._send_json(200, {"kind": "APIGroup", "apiVersion": "v1", **_LEASE_GROUP_INFO})
+        elif path == f"/apis/{LEASE_API_VERSION}":
+            self._send_json(200, _LEASE_RESOURCE_LIST)
         elif path == "/api/v1":
             self._send_json(200, _RESOURCE_LIST)
         elif m := _NS_PODS.match(path):
@@ -1097,6 +1337,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif m := _NODE.match(path):
             self.api._check_fault("get", "nodes", "")
             self._send_json(200, self.api.get_object("nodes", "", m.group(1)))
+        elif m := _NS_LEASE.match(path):
+            self.api._check_fault("get", "leases", m.group(1))
+            try:
+                self._send_json(200, self.api.lease(m.group(2), m.group(1)))
+            except KeyError:
+                raise _lease_not_found(m.group(2)) from None
         else:
             raise _APIError(status_body(404, "NotFound", "the server could not find the "
                                                          "requested resource"))
