@@ -641,7 +641,7 @@ class KubeAPIServer:
                 return self.replace_lease(namespace, name, body)
             return self.create_lease(namespace, body)
 
-    def create_lease(self, namespace: str, body: Obj) -> Obj:
+    def create_lease(self, namespace: str, body: Any) -> Obj:
         """``POST .../leases``: 409 AlreadyExists when the name is taken."""
         lease = _lease_from_body(body, namespace)
         name = lease["metadata"]["name"]
@@ -661,7 +661,7 @@ class KubeAPIServer:
             lease["metadata"]["creationTimestamp"] = _now()
             return self._commit("leases", namespace, name, lease)
 
-    def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj:
+    def replace_lease(self, namespace: str, name: str, body: Any) -> Obj:
         """``PUT .../leases/{name}``: optimistic concurrency on ``metadata.resourceVersion``
         (409 Conflict when stale; none given is an unconditional update, which Leases allow);
         404 when there is no such Lease; an update that changes nothing keeps the version."""
