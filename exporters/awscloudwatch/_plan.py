@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline import ClusterShape, Duration, Metric
+from pipeline import ClusterShape, Duration, Metric, MetricKind
 
 from ._convert import DatumOptions, pack, to_datums
 from .config import CloudWatchExporterConfig
@@ -118,3 +118,35 @@ def describe_plan(
         lines.append(f"{p.derived_left_out:,} derived metric(s) not sent (send_derived: false, "
                      "none named in derived_metrics)")
     return lines
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedSeries:
+    """One CloudWatch metric name and dimension set a config publishes (dimension names only:
+    their values, a zone or a subnet, are known only at run time)."""
+
+    name: str
+    dimensions: tuple[str, ...]
+    unit: str
+    counter: bool
+
+
+def published_series(
+    config: CloudWatchExporterConfig, metrics: Sequence[Metric]
+) -> list[PublishedSeries]:
+    """What the exporter sends of ``metrics`` (derived ones only when asked), in first-seen
+    order: the exact conversion ``PutMetricData`` gets, so dashboards and alarms built on this
+    name nothing that is not sent."""
+    options = DatumOptions(
+        cluster_id="k8s-cluster", storage_resolution=config.storage_resolution,
+        send_derived=config.send_derived, derived_names=frozenset(config.derived_metrics),
+    )
+    counters = {m.name for m in metrics if m.kind is MetricKind.COUNTER}
+    seen: dict[tuple[str, tuple[str, ...]], PublishedSeries] = {}
+    for datum in to_datums(metrics, 0.0, options).datums:
+        dims = tuple(d["Name"] for d in datum["Dimensions"])
+        key = (datum["MetricName"], dims)
+        if key not in seen:
+            seen[key] = PublishedSeries(datum["MetricName"], dims, datum.get("Unit") or "None",
+                                        datum["MetricName"] in counters)
+    return list(seen.values())
