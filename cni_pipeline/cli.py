@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import yaml
 
@@ -31,6 +31,8 @@ from pipeline.service import (
     setup_logging,
 )
 
+from .cloudwatch_cli import add_parsers as add_cloudwatch_parsers
+from .cloudwatch_cli import run_alarms, run_dashboard
 from .dropin import SOURCE as DROPIN_SOURCE
 from .dropin import dropin_config_data
 from .plan import pipeline_shape, planned_metrics
@@ -144,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="print the drop-in pipeline built from the Go helper's environment",
     )
+    add_cloudwatch_parsers(sub, common)
     demo = sub.add_parser(
         "demo",
         parents=[common],
@@ -191,6 +194,8 @@ def _main(argv: Sequence[str] | None) -> int:
         "components": _cmd_components,
         "print-config": _cmd_print_config,
         "demo": _cmd_demo,
+        "dashboard": _cmd_cloudwatch(run_dashboard),
+        "alarms": _cmd_cloudwatch(run_alarms),
     }
     return handlers[command](args, registry)
 
@@ -315,6 +320,21 @@ def _cmd_print_config(args: argparse.Namespace, registry: Registry) -> int:
         return EXIT_USAGE
     yaml.safe_dump(config.to_data(), sys.stdout, sort_keys=False)
     return EXIT_OK
+
+
+def _cmd_cloudwatch(
+    run: Callable[[argparse.Namespace, Config, Registry], int],
+) -> Callable[[argparse.Namespace, Registry], int]:
+    """``dashboard`` / ``alarms``: the config (or the drop-in one), then the command."""
+
+    def command(args: argparse.Namespace, registry: Registry) -> int:
+        try:
+            return run(args, _load(args, registry), registry)
+        except ConfigError as exc:
+            _print_config_error(exc)
+            return EXIT_USAGE
+
+    return command
 
 
 def _cmd_demo(args: argparse.Namespace, registry: Registry) -> int:
