@@ -25,7 +25,12 @@ from ._telemetry import Telemetry
 
 
 class GuardedConsumer:
-    """Wraps a component's ``consume`` so its exceptions are logged with its ID, never raised."""
+    """Wraps a component's ``consume`` so its exceptions are logged with its ID, never raised.
+
+    For a processor, ``downstream`` is its next consumer: what the processor is asked to have
+    read is then what it wants itself plus what everything after it wants, merged here once so
+    that no processor has to forward its next consumer's wants (one that forgot would starve
+    the exporters after it)."""
 
     def __init__(
         self,
@@ -34,10 +39,12 @@ class GuardedConsumer:
         logger: logging.Logger,
         telemetry: Telemetry,
         kind: Kind,
+        downstream: MetricsConsumer | None = None,
     ) -> None:
         self.id = component_id
         self._tag = log_tag(kind, component_id)
         self.inner = inner
+        self._downstream = downstream
         self._logger = logger
         self._errors = telemetry.counter(
             "component_errors_total",
@@ -60,10 +67,15 @@ class GuardedConsumer:
             )
 
     def wanted_families(self) -> FamilySet:
-        return self.inner.wanted_families()
+        if self._downstream is None:
+            return self.inner.wanted_families()
+        return union_families([self.inner.wanted_families(), self._downstream.wanted_families()])
 
     def wanted_series(self) -> SeriesFilters:
-        return wanted_series_of(self.inner)
+        if self._downstream is None:
+            return wanted_series_of(self.inner)
+        return union_series((c.wanted_families(), wanted_series_of(c))
+                            for c in (self.inner, self._downstream))
 
 
 class FanOut:

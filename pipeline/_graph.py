@@ -113,7 +113,7 @@ def build_graph(
             component = _create(registry, Kind.PROCESSOR, cid, make_settings, config, consumer)
             graph.processors.insert(0, Node(cid, Kind.PROCESSOR, component, spec.id))
             consumer = GuardedConsumer(
-                cid, _consumer(component, cid), logger, telemetry, Kind.PROCESSOR
+                cid, _consumer(component, cid), logger, telemetry, Kind.PROCESSOR, consumer
             )
         entries[spec.id] = consumer
 

@@ -16,9 +16,6 @@ from pipeline import (
     Host,
     MetricsConsumer,
     SeriesFilters,
-    union_families,
-    union_series,
-    wanted_series_of,
 )
 
 from ._aggregate import Aggregator, CycleStats
@@ -103,11 +100,11 @@ class CniAggregateProcessor:
     # -- consumer -----------------------------------------------------------------------------
 
     def wanted_families(self) -> FamilySet:
-        return union_families([self._families, self._next.wanted_families()])
+        # Its rules' families only: the engine adds what the consumers after it want.
+        return self._families
 
     def wanted_series(self) -> SeriesFilters:
-        return union_series([(self._families, self._line_filters),
-                             (self._next.wanted_families(), wanted_series_of(self._next))])
+        return self._line_filters
 
     async def consume(self, batch: Batch) -> None:
         if self._closed:

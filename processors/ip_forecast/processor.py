@@ -14,8 +14,6 @@ from pipeline import (
     Host,
     Metric,
     MetricsConsumer,
-    SeriesFilters,
-    wanted_series_of,
 )
 
 from ._forecast import Forecaster
@@ -46,11 +44,9 @@ class IpForecastProcessor:
         self._closed = True
 
     def wanted_families(self) -> FamilySet:
-        # Nothing of its own: what follows it still needs what it wants read.
-        return self._next.wanted_families()
-
-    def wanted_series(self) -> SeriesFilters:
-        return wanted_series_of(self._next)
+        # Nothing scraped of its own (it reads the aggregated metrics); the engine adds what
+        # follows it.
+        return frozenset()
 
     async def consume(self, batch: Batch) -> None:
         if self._closed:

@@ -62,3 +62,22 @@ def test_fan_out_and_guard_pass_filters_upstream() -> None:
     assert wanted_series_of(plain) == {}
     assert wanted_series_of(FanOut([guard, Consumer(frozenset({"eni"}))])) == {"lat": P99}
     assert wanted_series_of(FanOut([guard, plain])) == {}
+
+
+def test_the_engine_adds_what_follows_a_processor_to_what_it_wants() -> None:
+    """A processor states only its own wants (here: none); the engine's guard adds its next
+    consumer's, so an exporter after a processor that forgot them still gets its families read."""
+    forgetful = Consumer(frozenset())
+    exporter = Consumer(frozenset({"lat", "eni"}), {"lat": P99})
+    guard = GuardedConsumer(ComponentID("p"), forgetful, logging.getLogger("test"), Telemetry(),
+                            Kind.PROCESSOR, downstream=exporter)
+    assert guard.wanted_families() == frozenset({"lat", "eni"})
+    assert wanted_series_of(guard) == {"lat": P99}
+    reading = Consumer(frozenset({"lat"}))  # reads every lat line itself: the filter goes
+    guard = GuardedConsumer(ComponentID("p"), reading, logging.getLogger("test"), Telemetry(),
+                            Kind.PROCESSOR, downstream=exporter)
+    assert wanted_series_of(guard) == {}
+    everything = Consumer(None)
+    guard = GuardedConsumer(ComponentID("p"), forgetful, logging.getLogger("test"), Telemetry(),
+                            Kind.PROCESSOR, downstream=everything)
+    assert guard.wanted_families() is None

@@ -241,19 +241,18 @@ def test_create_refuses_an_invalid_config() -> None:
     assert "group_by[0]" in str(raised.value)
 
 
-def test_wanted_families_are_the_rules_and_what_follows() -> None:
+def test_wanted_families_are_the_rules_families() -> None:
+    """Only its own: the engine adds what follows it (tests/pipeline/test_wanted_series.py)."""
     config = CniAggregateConfig(rules=[
         RuleConfig(name="awsAPICalls", family="awscni_aws_api_latency_ms_count", type="counter")])
     processor = factory.create(settings(), config, RecordingSink(frozenset({"up"})))
     wanted = processor.wanted_families()
     assert wanted == frozenset({r.family for r in DEFAULT_RULES}
-                               | {"awscni_aws_api_latency_ms_count", "up"})
+                               | {"awscni_aws_api_latency_ms_count"})
     # Asking for the _count line itself makes the receiver file it apart from the summary.
     alone = CniAggregateConfig(default_rules=False, rules=config.rules)
     assert factory.create(settings(), alone, RecordingSink()).wanted_families() == frozenset({
         "awscni_aws_api_latency_ms_count"})
-    everything = factory.create(settings(), config, RecordingSink(None))
-    assert everything.wanted_families() is None
 
 
 def test_planned_metrics_for_validate() -> None:

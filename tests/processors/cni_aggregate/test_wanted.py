@@ -3,11 +3,21 @@ them never changes a published number (the same pages parsed with and without th
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 
-from pipeline import Metric, MetricsConsumer, TargetScrape, wanted_series_of
+from pipeline import (
+    ComponentID,
+    Kind,
+    Metric,
+    MetricsConsumer,
+    TargetScrape,
+    Telemetry,
+    wanted_series_of,
+)
+from pipeline._fanout import GuardedConsumer
 from processors.cni_aggregate import CniAggregateConfig, factory
 from processors.cni_aggregate._rules import DEFAULT_RULES
 from processors.cni_aggregate._wanted import series_filters
@@ -74,15 +84,18 @@ def test_fallback_and_histogram_families_keep_every_line() -> None:
     assert set(filters) == set()
 
 
+def chained(sink: RecordingSink) -> MetricsConsumer:
+    """The default processor in front of ``sink``, as the engine's graph chains them."""
+    processor = factory.create(settings(), factory.default_config(), sink)
+    return GuardedConsumer(ComponentID("cni_aggregate"), processor, logging.getLogger("test"),
+                           Telemetry(), Kind.PROCESSOR, downstream=sink)
+
+
 async def test_a_consumer_downstream_that_wants_a_whole_family_keeps_it_whole() -> None:
-    alone = factory.create(settings(), factory.default_config(), RecordingSink())
-    assert LATENCY in wanted_series_of(alone)
-    before = factory.create(settings(), factory.default_config(),
-                            RecordingSink(frozenset({LATENCY})))
-    filters = wanted_series_of(before)
+    assert LATENCY in wanted_series_of(chained(RecordingSink()))
+    filters = wanted_series_of(chained(RecordingSink(frozenset({LATENCY}))))
     assert LATENCY not in filters and "awscni_eni_max" in filters
-    everything = factory.create(settings(), factory.default_config(), RecordingSink(None))
-    assert wanted_series_of(everything) == {}
+    assert wanted_series_of(chained(RecordingSink(None))) == {}
 
 
 # -- filtering changes nothing ------------------------------------------------------------------
