@@ -54,7 +54,7 @@ def cloudwatch_targets(config: Config, registry: Registry, environ: Mapping[str,
     """
     found: dict[str, tuple[CloudWatchExporterConfig, list[PublishedSeries]]] = {}
     for spec in config.pipelines:
-        shape = pipeline_shape(config, spec, **_SHAPE)
+        shape = pipeline_shape(config, registry, spec, **_SHAPE)
         metrics = planned_metrics(config, registry, spec, shape)
         for cid in spec.exporters:
             exporter = config.exporters[cid]

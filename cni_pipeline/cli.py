@@ -292,7 +292,7 @@ def _plan(config: Config, registry: Registry, args: argparse.Namespace) -> list[
     """What each exporter would publish, from the planned metrics (no network)."""
     lines: list[str] = []
     for spec in config.pipelines:
-        shape = pipeline_shape(config, spec, args.nodes, args.zones, args.nodegroups)
+        shape = pipeline_shape(config, registry, spec, args.nodes, args.zones, args.nodegroups)
         metrics = planned_metrics(config, registry, spec, shape)
         for cid in spec.exporters:
             hook = getattr(registry.get(Kind.EXPORTER, cid.type), "describe_plan", None)

@@ -14,13 +14,14 @@ from pipeline.service import Config, PipelineSpec, Registry
 DEFAULT_INTERVAL = 30.0
 
 
-def pipeline_interval(config: Config, spec: PipelineSpec) -> float:
-    """The shortest cycle among a pipeline's receivers (their ``scrape_interval``)."""
-    return min(
-        (float(getattr(config.receivers[r], "scrape_interval", DEFAULT_INTERVAL))
-         for r in spec.receivers),
-        default=DEFAULT_INTERVAL,
-    )
+def pipeline_interval(config: Config, registry: Registry, spec: PipelineSpec) -> float:
+    """The shortest cycle among a pipeline's receivers, from the optional receiver factory hook
+    ``cycle_interval(config) -> seconds`` (a receiver without it counts as 30 s)."""
+    intervals = []
+    for cid in spec.receivers:
+        hook = getattr(registry.get(Kind.RECEIVER, cid.type), "cycle_interval", None)
+        intervals.append(DEFAULT_INTERVAL if hook is None else float(hook(config.receivers[cid])))
+    return min(intervals, default=DEFAULT_INTERVAL)
 
 
 def planned_metrics(
@@ -39,7 +40,7 @@ def planned_metrics(
     return metrics
 
 
-def pipeline_shape(config: Config, spec: PipelineSpec, nodes: int, zones: int, nodegroups: int
-                   ) -> ClusterShape:
+def pipeline_shape(config: Config, registry: Registry, spec: PipelineSpec, nodes: int,
+                   zones: int, nodegroups: int) -> ClusterShape:
     return ClusterShape(nodes=nodes, zones=zones, nodegroups=nodegroups,
-                        interval=pipeline_interval(config, spec))
+                        interval=pipeline_interval(config, registry, spec))

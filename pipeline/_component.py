@@ -179,10 +179,11 @@ class Factory(Protocol):
     """Creates components of one type. ``default_config`` has no side effects.
 
     Optional hooks ``validate`` reports with (found with ``getattr``, so a plugin may omit them):
-    a processor factory's ``planned_metrics(config, shape) -> list[Metric]`` (the metrics it would
-    emit each cycle on a cluster of that shape) and an exporter factory's
-    ``describe_plan(config, metrics, shape) -> list[str]`` (lines for the user: what it would
-    create and what that costs).
+    a receiver factory's ``cycle_interval(config) -> float`` (seconds between its batches), a
+    receiver or processor factory's ``planned_metrics(config, shape, upstream) -> list[Metric]``
+    (given the metrics planned to reach it, those leaving it each cycle on a cluster of that
+    shape) and an exporter factory's ``describe_plan(config, metrics, shape) -> list[str]``
+    (lines for the user: what it would create and what that costs).
     """
 
     @property

@@ -28,5 +28,10 @@ class PrometheusReceiverFactory:
     ) -> Receiver:
         return PrometheusReceiver(settings, config, next_consumer)
 
+    def cycle_interval(self, config: PrometheusReceiverConfig) -> float:
+        """Seconds between this receiver's batches (its ``scrape_interval``): ``validate`` and the
+        forecasts price and plan a pipeline at its receivers' pace."""
+        return float(config.scrape_interval)
+
 
 factory = PrometheusReceiverFactory()
