@@ -56,6 +56,7 @@ from ._model import (
 from ._schedule import Ticker, aligned_tick
 from ._telemetry import Telemetry
 from ._units import ByteSize, Duration, parse_endpoint
+from ._validate import validate_config
 
 __all__ = [
     "ClusterShape",
@@ -107,5 +108,6 @@ __all__ = [
     "parse_series",
     "union_families",
     "union_series",
+    "validate_config",
     "wanted_series_of",
 ]

@@ -22,6 +22,7 @@ from ._errors import ConfigError, RegistryError
 from ._leader import LeaderElectionConfig
 from ._registry import Registry
 from ._units import Duration, parse_endpoint
+from ._validate import validate_config
 
 _ENV_REF = re.compile(r"\$\$|\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _WHOLE_REF = re.compile(r"^\$\{env:[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
@@ -241,7 +242,7 @@ def build_config(
     }
     service = overlay(ServiceConfig(), data.get("service"), "service", problems)
     _check_telemetry(service.telemetry, problems)
-    for key, message in service.leader_election.validate():
+    for key, message in validate_config(service.leader_election):
         problems.append((join("service.leader_election", key), message))
     declared = {
         kind: {str(k) for k in data.get(kind.plural) or {}}
@@ -293,7 +294,7 @@ def _load_components(
         # Validated even when some keys did not decode (those keep their defaults), so every
         # problem of the file shows in one run rather than in rounds.
         try:
-            checks = list(config.validate())
+            checks = validate_config(config)
         except Exception as exc:  # a component's validate() that trips over a default
             checks = [("", f"could not be validated: {exc}")]
         for key, message in checks:

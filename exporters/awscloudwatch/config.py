@@ -67,5 +67,3 @@ class CloudWatchExporterConfig(ComponentConfig):
             yield "shutdown_grace", "must not be negative"
         if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
             yield "endpoint_url", "must start with http:// or https://"
-        for key, message in self.retry_on_failure.validate():
-            yield f"retry_on_failure.{key}", message

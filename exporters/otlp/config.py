@@ -73,10 +73,6 @@ class OtlpExporterConfig(ComponentConfig):
     def validate(self) -> Iterable[tuple[str, str]]:
         if self.timeout <= 0:
             yield "timeout", "must be positive"
-        for key, message in self.sending_queue.validate():
-            yield f"sending_queue.{key}", message
-        for key, message in self.tls.validate():
-            yield f"tls.{key}", message
         if self.tls.insecure_skip_verify:
             yield ("tls.insecure_skip_verify",
                    "not supported by the OTLP exporters (they always verify the server)")

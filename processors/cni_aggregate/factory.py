@@ -13,6 +13,7 @@ from pipeline import (
     Kind,
     Metric,
     MetricsConsumer,
+    validate_config,
 )
 
 from ._cycle_metrics import cycle_metrics
@@ -50,7 +51,7 @@ def _checked(config: ComponentConfig) -> CniAggregateConfig:
     """The engine validates before creating; this guards direct callers (tests, embedders)."""
     if not isinstance(config, CniAggregateConfig):
         raise TypeError(f"expected CniAggregateConfig, got {type(config).__name__}")
-    problems = list(config.validate())
+    problems = validate_config(config)
     if problems:
         raise ConfigError("processors.cni_aggregate", problems)
     return config

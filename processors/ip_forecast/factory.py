@@ -13,6 +13,7 @@ from pipeline import (
     Kind,
     Metric,
     MetricsConsumer,
+    validate_config,
 )
 
 from ._forecast import planned_forecasts
@@ -32,7 +33,7 @@ class IpForecastFactory:
     ) -> IpForecastProcessor:
         if not isinstance(config, IpForecastConfig):
             raise TypeError(f"expected IpForecastConfig, got {type(config).__name__}")
-        problems = list(config.validate())
+        problems = validate_config(config)
         if problems:  # the engine validates first; this guards direct callers
             raise ConfigError(f"processors.{settings.id}", problems)
         return IpForecastProcessor(settings, config, next_consumer)

@@ -18,7 +18,7 @@ from exporters.otlp import OtlpExporterConfig, TLSConfig
 from exporters.otlp import factory as otlp_factory
 from exporters.prometheus import PrometheusExporterConfig
 from exporters.prometheus import factory as prometheus_factory
-from pipeline import Batch, Duration
+from pipeline import Batch, Duration, validate_config
 from pipeline._decode import overlay
 from processors.cni_aggregate import CniAggregateConfig
 from processors.cni_aggregate import factory as aggregate_factory
@@ -65,7 +65,7 @@ async def aggregated() -> Batch:
     config = overlay(aggregate_factory.default_config(), yaml.safe_load(RULES),
                      "processors.cni_aggregate", problems)
     assert problems == [] and isinstance(config, CniAggregateConfig)
-    assert list(config.validate()) == []
+    assert list(validate_config(config)) == []
     sink = RecordingSink()
     processor = aggregate_factory.create(settings(), config, sink)
     await processor.start(host=None)  # type: ignore[arg-type]

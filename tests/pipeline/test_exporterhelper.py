@@ -26,6 +26,7 @@ from pipeline import (
     RetryableExportError,
     Telemetry,
     ThrottledError,
+    validate_config,
 )
 from pipeline.exporterhelper import (
     AmbiguousExportError,
@@ -425,14 +426,14 @@ def test_backoff_jitter_stays_within_the_factor() -> None:
 
 
 def test_default_settings_are_valid_and_bad_ones_name_the_key() -> None:
-    assert list(QueueSettings().validate()) == []
-    assert list(RetrySettings().validate()) == []
+    assert list(validate_config(QueueSettings())) == []
+    assert list(validate_config(RetrySettings())) == []
     bad = RetrySettings(
         initial_interval=Duration(10), max_interval=Duration(5), randomization_factor=1.5
     )
-    keys = [key for key, _ in bad.validate()]
+    keys = [key for key, _ in validate_config(bad)]
     assert keys == ["max_interval", "randomization_factor"]
-    assert [key for key, _ in QueueSettings(num_consumers=0, queue_size=0).validate()] == [
+    assert [key for key, _ in validate_config(QueueSettings(num_consumers=0, queue_size=0))] == [
         "num_consumers",
         "queue_size",
     ]

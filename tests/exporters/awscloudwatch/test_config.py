@@ -20,6 +20,7 @@ from pipeline import (
     Kind,
     Metric,
     MetricKind,
+    validate_config,
 )
 from pipeline.exporterhelper import RetrySettings
 from tests.support.imds import ImdsServer
@@ -31,7 +32,7 @@ def test_factory_identity_and_default_config_is_valid() -> None:
     assert factory.type == "awscloudwatch" and factory.kind is Kind.EXPORTER
     config = factory.default_config()
     assert isinstance(config, CloudWatchExporterConfig) and isinstance(config, ComponentConfig)
-    assert list(config.validate()) == []
+    assert list(validate_config(config)) == []
     assert config.namespace == "Kubernetes"
     assert config.flush_interval == Duration(60)
     assert factory.default_config() == config  # no shared mutable state between defaults
@@ -53,7 +54,7 @@ def test_factory_identity_and_default_config_is_valid() -> None:
 )
 def test_each_bad_value_names_its_key(overrides: dict[str, object], key: str) -> None:
     config = replace(CloudWatchExporterConfig(), **overrides)
-    assert [k for k, _ in config.validate()] == [key]
+    assert [k for k, _ in validate_config(config)] == [key]
 
 
 def test_factory_creates_an_exporter(settings: object) -> None:

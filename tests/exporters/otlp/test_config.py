@@ -10,21 +10,21 @@ import pytest
 import yaml
 
 from exporters.otlp import OtlpExporter, OtlpExporterConfig, TLSConfig, factory
-from pipeline import ClusterShape, Duration, Kind, Metric, MetricKind
+from pipeline import ClusterShape, Duration, Kind, Metric, MetricKind, validate_config
 from pipeline.exporterhelper import QueueSettings
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 def problems(**changes: Any) -> list[tuple[str, str]]:
-    return list(dataclasses.replace(OtlpExporterConfig(), **changes).validate())
+    return list(validate_config(dataclasses.replace(OtlpExporterConfig(), **changes)))
 
 
 def test_factory_identity_and_default_config_is_valid() -> None:
     assert (factory.type, factory.kind) == ("otlp", Kind.EXPORTER)
     config = factory.default_config()
     assert config == OtlpExporterConfig()
-    assert list(config.validate()) == []
+    assert list(validate_config(config)) == []
     assert (config.protocol, config.compression, config.temporality) == ("grpc", "gzip", "delta")
     assert config.timeout == Duration(10)
 

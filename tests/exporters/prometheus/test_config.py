@@ -11,7 +11,7 @@ import yaml
 
 from exporters.prometheus import PrometheusExporterConfig, factory
 from exporters.prometheus.config import parse_endpoint
-from pipeline import ClusterShape, Kind
+from pipeline import ClusterShape, Kind, validate_config
 from tests.exporters.aggregates import aggregate
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -22,7 +22,7 @@ def test_factory_identity_and_default_config_is_valid() -> None:
     config = factory.default_config()
     assert config == PrometheusExporterConfig()
     assert config.endpoint == "0.0.0.0:61681"  # the Go tool's USE_PROMETHEUS port
-    assert list(config.validate()) == []
+    assert list(validate_config(config)) == []
 
 
 @pytest.mark.parametrize(("endpoint", "parsed"), [
@@ -45,7 +45,7 @@ def test_parse_endpoint(endpoint: str, parsed: tuple[str, int]) -> None:
     ({"const_labels": {"__name__": "x"}}, "const_labels.__name__"),
 ])
 def test_each_bad_value_names_its_key(changes: dict[str, Any], key: str) -> None:
-    problems = list(dataclasses.replace(PrometheusExporterConfig(), **changes).validate())
+    problems = list(validate_config(dataclasses.replace(PrometheusExporterConfig(), **changes)))
     assert [k for k, _ in problems] == [key], problems
 
 
@@ -64,5 +64,5 @@ def test_configs_prometheus_yaml_uses_only_known_keys() -> None:
     fields = {f.name for f in dataclasses.fields(PrometheusExporterConfig)}
     assert set(section) <= fields
     assert section["endpoint"] == "0.0.0.0:61681"
-    assert list(dataclasses.replace(PrometheusExporterConfig(), **section).validate()) == []
+    assert list(validate_config(dataclasses.replace(PrometheusExporterConfig(), **section))) == []
     assert document["service"]["pipelines"]["metrics"]["exporters"] == ["prometheus"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import ClusterShape, ConfigError, Duration, Kind, MetricKind
+from pipeline import ClusterShape, ConfigError, Duration, Kind, MetricKind, validate_config
 from processors.cni_aggregate import CniAggregateConfig, RuleConfig, factory
 from processors.cni_aggregate._rules import DEFAULT_RULES, Operation, RuleType
 from processors.cni_aggregate.config import resolve_rules
@@ -29,13 +29,13 @@ RULE_TABLE_DOC = Path(__file__).resolve().parents[3] / "docs" / "aggregation.md"
 
 
 def problems(**overrides: object) -> list[tuple[str, str]]:
-    return list(CniAggregateConfig(**overrides).validate())  # type: ignore[arg-type]
+    return list(validate_config(CniAggregateConfig(**overrides)))  # type: ignore[arg-type]
 
 
 def test_default_config_is_valid_and_is_the_rule_table() -> None:
     config = factory.default_config()
     assert isinstance(config, CniAggregateConfig)
-    assert list(config.validate()) == []
+    assert list(validate_config(config)) == []
     assert config.staleness == Duration(300)
     rules, found = resolve_rules(config)
     assert found == []
@@ -214,7 +214,7 @@ def test_without_default_rules_only_the_listed_rules_run() -> None:
 def test_bad_combination_fails_naming_the_key(
     config: CniAggregateConfig, key: str, fragment: str
 ) -> None:
-    found = list(config.validate())
+    found = list(validate_config(config))
     assert [k for k, _ in found] == [key], found
     assert fragment in found[0][1]
 

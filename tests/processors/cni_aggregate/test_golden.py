@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 
-from pipeline import Distribution, Duration, MetricKind, TargetScrape
+from pipeline import Distribution, Duration, MetricKind, TargetScrape, validate_config
 from processors.cni_aggregate._aggregate import Aggregator
 from processors.cni_aggregate.config import CniAggregateConfig, RuleConfig, resolve_rules
 from tests.processors.cni_aggregate._fleet import (
@@ -41,7 +41,7 @@ A, B, C, D = (target(name, zone=zone) for name, zone in
 
 def aggregator(config: CniAggregateConfig | None = None) -> Aggregator:
     config = config or CniAggregateConfig()
-    assert list(config.validate()) == []
+    assert list(validate_config(config)) == []
     rules, _ = resolve_rules(config)
     return Aggregator(rules, config.group_by, config.staleness)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import Duration, Target
+from pipeline import Duration, Target, validate_config
 from receivers.prometheus._k8s_sd import KubernetesDiscovery, join_host_port
 from receivers.prometheus._k8s_stores import node_attributes
 from receivers.prometheus._kubeclient import DiscoveryError, load_client_configuration
@@ -113,7 +113,7 @@ def test_default_config_is_the_aws_node_daemonset_and_valid() -> None:
     assert (config.namespace, config.label_selector, config.port, config.path, config.mode,
             config.kubeconfig, config.node_metadata) == (
         "kube-system", "k8s-app=aws-node", 61678, "/metrics", "direct", "", False)
-    assert list(config.validate()) == []
+    assert list(validate_config(config)) == []
 
 
 @pytest.mark.parametrize(("fields", "key"), [
@@ -132,7 +132,7 @@ def test_default_config_is_the_aws_node_daemonset_and_valid() -> None:
      "reconnect_backoff_max"),
 ])
 def test_each_bad_field_is_reported_by_its_key(fields: dict[str, Any], key: str) -> None:
-    problems = list(KubernetesSDConfig(**fields).validate())
+    problems = list(validate_config(KubernetesSDConfig(**fields)))
     assert [k for k, _ in problems] == [key], problems
 
 
@@ -147,7 +147,7 @@ def test_valid_label_selectors(selector: str) -> None:
 def test_construction_and_validation_touch_no_network(api: KubeAPIServer, tmp_path: Path,
                                                       make_discovery: Any) -> None:
     config = KubernetesSDConfig(kubeconfig=str(api.write_kubeconfig(tmp_path / "kc")))
-    list(config.validate())
+    list(validate_config(config))
     discovery = make_discovery(config)
     assert discovery.targets() == [] and not discovery.synced
     assert discovery.request_options() == (None, {})

@@ -27,6 +27,7 @@ from pipeline import (
     TargetScrape,
     Telemetry,
     aligned_tick,
+    validate_config,
 )
 from receivers.prometheus import PrometheusReceiverConfig, factory
 from receivers.prometheus.config import KubernetesSDConfig, static_target
@@ -164,9 +165,9 @@ def test_factory() -> None:
     assert default.body_size_limit == 10 * 1024 * 1024
     assert default.kubernetes_sd is None and default.static_targets == []
     # Defaults are valid except that something must be scraped.
-    assert list(default.validate()) == [
+    assert list(validate_config(default)) == [
         ("static_targets", "set static_targets or kubernetes_sd (or both)")]
-    assert list(replace(default, static_targets=["10.0.1.5:61678"]).validate()) == []
+    assert list(validate_config(replace(default, static_targets=["10.0.1.5:61678"]))) == []
 
 
 def test_config_cross_field_problems() -> None:
@@ -175,7 +176,7 @@ def test_config_cross_field_problems() -> None:
         static_targets=["10.0.1.5:61678", "ftp://x:1/", "nohost", "10.0.1.5:61678", "h:99999"],
         max_concurrency=0, sample_limit=-1,
     )
-    problems = dict(bad.validate())
+    problems = dict(validate_config(bad))
     assert problems["scrape_timeout"] == "(15s) must not exceed scrape_interval (10s)"
     assert "scheme" in problems["static_targets[1]"]
     assert "no port" in problems["static_targets[2]"]
@@ -215,7 +216,7 @@ def test_yaml_lays_over_the_defaults() -> None:
                                                    mode="apiserver_proxy", port=61678)
     assert [t.url for t in cfg.targets()] == ["http://10.0.1.5:61678/metrics",
                                               "https://10.0.1.6:8443/metrics"]
-    assert list(cfg.validate()) == []
+    assert list(validate_config(cfg)) == []
     overlay(factory.default_config(), {"scrape_interval": 30, "bogus": 1}, "r", problems)
     assert [key for key, _ in problems] == ["r.scrape_interval", "r.bogus"]
 
@@ -422,7 +423,7 @@ async def test_kubernetes_sd_direct(tmp_path: Path) -> None:
         sd = KubernetesSDConfig(kubeconfig=str(api.write_kubeconfig(tmp_path / "kubeconfig")),
                                 port=port)
         cfg = replace(config([]), kubernetes_sd=sd)
-        assert list(cfg.validate()) == []
+        assert list(validate_config(cfg)) == []
         receiver = factory.create(settings(), cfg, consumer)
         await receiver.start(host)
         try:
