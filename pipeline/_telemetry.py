@@ -32,7 +32,6 @@ class Telemetry:
         self._metrics: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._status: dict[str, tuple[bool, str, float]] = {}
-        self._ready_checks: list[Callable[[], str | None]] = []
         self._ready_note: Callable[[], str] | None = None
         self._awaited: set[str] = set()
         self.last_tick = 0.0
@@ -77,10 +76,6 @@ class Telemetry:
         with self._lock:
             self._awaited = set(components) - set(self._status)
 
-    def add_ready_check(self, check: Callable[[], str | None]) -> None:
-        """Register a check that returns ``None`` when ready, else why not."""
-        self._ready_checks.append(check)
-
     def set_ready_note(self, note: Callable[[], str]) -> None:
         """What a ready ``/readyz`` says after "ok" (leader election: "leader" or "standby")."""
         self._ready_note = note
@@ -102,10 +97,6 @@ class Telemetry:
     def readiness(self, failing_for: float | None = None) -> str | None:
         if failing_for is None:
             failing_for = self.unhealthy_after
-        for check in self._ready_checks:
-            problem = check()
-            if problem:
-                return problem
         now = time.time()
         with self._lock:
             if self._awaited:

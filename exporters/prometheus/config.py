@@ -6,26 +6,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pipeline import ComponentConfig
+from pipeline import ComponentConfig, parse_endpoint
 
 #: The Go cni-metrics-helper's USE_PROMETHEUS port.
 DEFAULT_ENDPOINT = "0.0.0.0:61681"
 
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``; an empty host means every IPv4 interface, as in Go) as
-    ``(host, port)``; ``ValueError`` with a message for the user otherwise."""
-    host, sep, port_text = endpoint.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise ValueError(f"must be host:port, like {DEFAULT_ENDPOINT!r}: {endpoint!r}")
-    port = int(port_text)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} out of range 0-65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host or "0.0.0.0", port
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +23,7 @@ class PrometheusExporterConfig(ComponentConfig):
 
     def validate(self) -> Iterable[tuple[str, str]]:
         try:
-            parse_endpoint(self.endpoint)
+            parse_endpoint(self.endpoint, DEFAULT_ENDPOINT)
         except ValueError as exc:
             yield "endpoint", str(exc)
         for name in self.const_labels:

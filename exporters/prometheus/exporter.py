@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric as PromMetric
 from prometheus_client.utils import floatToGoString
 
-from pipeline import Batch, ComponentError, ComponentSettings, FamilySet, Host
+from pipeline import Batch, ComponentError, ComponentSettings, FamilySet, Host, parse_endpoint
 
 from ._convert import Exposition, Family, HistogramSample, NumberSample
-from .config import PrometheusExporterConfig, parse_endpoint
+from .config import DEFAULT_ENDPOINT, PrometheusExporterConfig
 
 
 def to_prometheus_client(family: Family) -> PromMetric:
@@ -86,7 +86,7 @@ class PrometheusExporter:
     async def start(self, host: Host) -> None:
         if self._server is not None:
             return
-        address, port = parse_endpoint(self.config.endpoint)
+        address, port = parse_endpoint(self.config.endpoint, DEFAULT_ENDPOINT)
         try:
             self._server, self._thread = start_http_server(
                 port, addr=address, registry=self._registry

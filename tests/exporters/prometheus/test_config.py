@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from exporters.prometheus import PrometheusExporterConfig, factory
-from exporters.prometheus.config import parse_endpoint
-from pipeline import ClusterShape, Kind, validate_config
+from pipeline import ClusterShape, Kind, parse_endpoint, validate_config
 from tests.exporters.aggregates import aggregate
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -41,6 +40,7 @@ def test_parse_endpoint(endpoint: str, parsed: tuple[str, int]) -> None:
     ({"endpoint": "61681"}, "endpoint"),
     ({"endpoint": "host:port"}, "endpoint"),
     ({"endpoint": "0.0.0.0:70000"}, "endpoint"),
+    ({"endpoint": "::1:9090"}, "endpoint"),
     ({"const_labels": {"bad-label": "x"}}, "const_labels.bad-label"),
     ({"const_labels": {"__name__": "x"}}, "const_labels.__name__"),
 ])
