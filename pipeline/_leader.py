@@ -188,7 +188,6 @@ class LeaderWatch:
         self, pipeline_id: str, next_consumer: MetricsConsumer, exporters: Sequence[object]
     ) -> ExportGate:
         """A gate for one pipeline, in front of ``next_consumer`` (its exporters' fan-out)."""
-        self._warn_undelivering(pipeline_id, exporters)
         gate = ExportGate(
             pipeline_id,
             next_consumer,
@@ -199,20 +198,6 @@ class LeaderWatch:
         )
         self._gates.append(gate)
         return gate
-
-    def _warn_undelivering(self, pipeline_id: str, exporters: Sequence[object]) -> None:
-        """A queued exporter that cannot say when it sent: its cycles are recorded when queued,
-        so a leader killed before the send loses them (the new leader starts after them)."""
-        from .exporterhelper import QueuedExporter  # the helper imports the package: not at top
-
-        for exporter in exporters:
-            if isinstance(exporter, QueuedExporter) and not isinstance(exporter, Delivering):
-                self._logger.warning(
-                    "pipeline %s: exporter %s queues its sends but cannot report delivery; "
-                    "a leader killed before it sends loses those cycles",
-                    pipeline_id,
-                    exporter.settings.id,
-                )
 
     def ready_note(self) -> str:
         if self.leadership.is_leader():

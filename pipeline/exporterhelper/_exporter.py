@@ -124,6 +124,13 @@ class QueuedExporter(Generic[R]):
         for request in self._converter.flush():
             await self.sender.offer(request)
 
+    async def delivered(self) -> None:
+        """Return once everything consumed before the call has been sent or given up on: what
+        the converter holds goes to the queue now (as ``flush``), then the queue drains. The
+        export gate of leader election waits on it before it records a cycle as delivered."""
+        await self.flush()
+        await self.sender.idle()
+
     async def _flush_every(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)

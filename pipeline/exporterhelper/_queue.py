@@ -216,6 +216,11 @@ class SendingQueue(Generic[T]):
         self._drop(self._queue.drain_all(), "still queued at the end of the shutdown grace")
         self._update_gauge()
 
+    async def idle(self) -> None:
+        """Return once the queue is empty and no send is in flight: everything offered before
+        has been sent, refused or given up on (the export gate of leader election waits on it)."""
+        await self._drained()
+
     async def _drained(self) -> None:
         while len(self._queue) or self._in_flight:
             self._idle.clear()

@@ -551,3 +551,30 @@ async def test_start_twice_starts_once() -> None:
     await exporter.shutdown()
     assert len(push.sent) == 1
     assert not exporter.running
+
+
+async def test_delivered_returns_once_what_was_consumed_has_been_sent() -> None:
+    """What the export gate of leader election waits on: held requests go out at once (no wait
+    for the flush timer), and delivered() returns only after the push of each has finished."""
+    settings = make_settings()
+    release = asyncio.Event()
+    sent: list[tuple[float, ...]] = []
+
+    async def push(request: tuple[float, ...]) -> None:
+        await release.wait()
+        sent.append(request)
+
+    exporter = QueuedExporter(settings, push, retry=FAST,
+                              converter=Accumulator(full=100).converter(flush_interval=3600))
+    await exporter.start(RecordingHost())
+    await exporter.consume(batch(0, n=2))
+    waiting = asyncio.create_task(exporter.delivered())
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and sent == []  # flushed to the queue, its push still blocked
+    release.set()
+    async with asyncio.timeout(5):
+        await waiting
+    assert sent == [(0.0, 0.0)]
+    async with asyncio.timeout(5):
+        await exporter.delivered()  # nothing held: returns at once
+    await exporter.shutdown()

@@ -288,9 +288,9 @@ async def test_losing_the_lead_stops_exporting_and_a_new_term_starts_from_the_re
     assert telemetry.registry.get_sample_value("cni_pipeline_leader_transitions_total") == 3
 
 
-async def test_a_queued_exporter_that_cannot_report_delivery_is_named_at_start(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_the_exporter_helpers_queued_exporters_report_delivery() -> None:
+    """awscloudwatch and otlp are QueuedExporters: the gate waits for their sends, not their
+    queueing, before recording a cycle (tests/pipeline/test_exporterhelper.py: delivered())."""
     settings = ComponentSettings(
         id=ComponentID("awscloudwatch"),
         kind=Kind.EXPORTER,
@@ -302,13 +302,7 @@ async def test_a_queued_exporter_that_cannot_report_delivery_is_named_at_start(
     async def push(batch: Batch) -> None:
         return None
 
-    exporter: QueuedExporter[Batch] = QueuedExporter(settings, push)
-    LeaderWatch(FakeLeadership(), Telemetry(), LOG).gate("metrics", exporter, [exporter])
-    warned = "exporter awscloudwatch queues its sends but cannot report delivery" in caplog.text
-    assert warned == (not isinstance(exporter, Delivering))
-    caplog.clear()
-    make_gate(FakeLeadership(), QueueingExporter())
-    assert "cannot report delivery" not in caplog.text
+    assert isinstance(QueuedExporter(settings, push), Delivering)
 
 
 # -- the service -----------------------------------------------------------------------------------
