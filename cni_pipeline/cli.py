@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import yaml
 
@@ -109,10 +110,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE", help="pipeline config (YAML) to run")
+    _add_leader_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run a pipeline config (the default)")
     run.add_argument("--config", metavar="FILE", required=True)
+    _add_leader_flags(run)
 
     validate = sub.add_parser(
         "validate",
@@ -160,6 +163,34 @@ def _parser() -> argparse.ArgumentParser:
         "--interval", type=_duration, default="2s", help="scrape interval, with a unit (default 2s)"
     )
     return parser
+
+
+def _add_leader_flags(parser: argparse.ArgumentParser) -> None:
+    """Leader election from the command line, as the chart runs it (drop-in mode has no config
+    to say it in); the flags win over service.leader_election's enabled and lease_name."""
+    parser.add_argument(
+        "--leader-elect", action="store_true",
+        help="run as one of several replicas: only the holder of a Kubernetes Lease exports "
+        "(service.leader_election.enabled)")
+    parser.add_argument(
+        "--lease-name", metavar="NAME", default="",
+        help="the Lease's name (default: service.leader_election.lease_name, cni-pipeline)")
+
+
+def with_leader_flags(config: Config, args: argparse.Namespace) -> Config:
+    election = config.service.leader_election
+    if getattr(args, "leader_elect", False):
+        election = replace(election, enabled=True)
+    if getattr(args, "lease_name", ""):
+        election = replace(election, lease_name=args.lease_name)
+    if election == config.service.leader_election:
+        return config
+    return replace(config, service=replace(config.service, leader_election=election))
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line as ``main`` reads it (the chart's tests read a pod's args with it)."""
+    return _parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,7 +251,7 @@ def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
 
 def _cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     try:
-        config = _load(args, registry)
+        config = with_leader_flags(_load(args, registry), args)
     except ConfigError as exc:
         _print_config_error(exc)
         return EXIT_USAGE

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from cni_pipeline.cli import parse_args, with_leader_flags
 from cni_pipeline.dropin import dropin_config_data
 from pipeline import Kind
 from pipeline._config import Config, build_config, load_config_text
@@ -22,6 +23,8 @@ Obj = dict[str, Any]
 #: (namespace, or "*" for every namespace and for cluster-scoped resources; resource; verb)
 Permission = tuple[str, str, str]
 READ = ("get", "list", "watch")
+#: Leases as a Permission's resource; one Lease by name is "coordination.k8s.io/leases/NAME".
+LEASES = "coordination.k8s.io/leases"
 
 
 def parse(rendered: dict[str, str]) -> list[Obj]:
@@ -42,7 +45,14 @@ def container(objects: list[Obj]) -> Obj:
 
 
 def container_env(objects: list[Obj]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container(objects).get("env", [])}
+    """The literal env values (those set from the downward API are left out)."""
+    return {e["name"]: e["value"] for e in container(objects).get("env", []) if "value" in e}
+
+
+def field_env(objects: list[Obj]) -> dict[str, str]:
+    """The env variables set from the pod's own fields: name -> fieldPath."""
+    return {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+            for e in container(objects).get("env", []) if "valueFrom" in e}
 
 
 def mounted_config(objects: list[Obj]) -> str | None:
@@ -69,14 +79,23 @@ def pipeline_config(objects: list[Obj]) -> Config:
     env = container_env(objects)
     text = mounted_config(objects)
     if text is None:
-        return build_config(dropin_config_data(env), "drop-in", registry)
-    return load_config_text(text, "ConfigMap", registry, env)
+        config = build_config(dropin_config_data(env), "drop-in", registry)
+    else:
+        config = load_config_text(text, "ConfigMap", registry, env)
+    # The command line's leader flags, read by the command's own parser.
+    return with_leader_flags(config, parse_args(container(objects).get("args", [])))
 
 
-def needed(config: Config) -> set[Permission]:
+def needed(config: Config, namespace: str = "kube-system") -> set[Permission]:
     """What the receivers some pipeline uses read from the API server (unused ones are never
-    built): pods, pods/proxy in proxy mode, nodes with node_metadata."""
+    built): pods, pods/proxy in proxy mode, nodes with node_metadata; with leader election, the
+    Lease in the pod's ``namespace`` (create, then get and update of that one Lease)."""
     perms: set[Permission] = set()
+    election = config.service.leader_election
+    if election.enabled:
+        where = election.lease_namespace or namespace
+        perms.add((where, LEASES, "create"))
+        perms |= {(where, f"{LEASES}/{election.lease_name}", verb) for verb in ("get", "update")}
     used = {rid for spec in config.pipelines for rid in spec.receivers}
     for rid in used:
         receiver = config.components(Kind.RECEIVER)[rid]
@@ -111,8 +130,12 @@ def granted(objects: list[Obj]) -> set[Permission]:
         assert key in roles, f"{binding['metadata']['name']} refers to a role not rendered"
         bound.add(key)
         for rule in roles[key]["rules"]:
-            assert rule["apiGroups"] == [""], rule
-            perms |= {(scope, resource, verb) for resource in rule["resources"]
-                      for verb in rule["verbs"]}
+            (group,) = rule["apiGroups"]
+            assert group in ("", "coordination.k8s.io"), rule
+            prefix = f"{group}/" if group else ""
+            names = rule.get("resourceNames")
+            resources = [f"{prefix}{resource}" + (f"/{name}" if names else "")
+                         for resource in rule["resources"] for name in (names or [""])]
+            perms |= {(scope, resource, verb) for resource in resources for verb in rule["verbs"]}
     assert bound == set(roles), f"roles bound to nobody: {set(roles) - bound}"
     return perms

@@ -17,10 +17,12 @@ import yaml
 from cni_pipeline.cli import main as cli
 from scripts.render_manifests import CHART, OUT, manifest_files, render
 from tests.charts.kube_objects import (
+    LEASES,
     READ,
     Obj,
     container,
     container_env,
+    field_env,
     granted,
     mounted_config,
     needed,
@@ -94,6 +96,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/cni-metrics-helper"}},
         "resources": {},
     },
+    "single-replica": {"replicas": 1, "leaderElection": {"enabled": False}},
+    "lease-name": {"leaderElection": {"leaseName": "cni-lease"},
+                   "config": (CONFIGS / "cloudwatch.yaml").read_text()},
     "scheduling": {"priorityClassName": "system-cluster-critical",
                    "tolerations": [{"operator": "Exists"}],
                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
@@ -179,14 +184,22 @@ def test_rbac_per_variant(rendered: dict[str, list[Obj]]) -> None:
     pods = {("kube-system", "pods", v) for v in READ}
     proxy = {("kube-system", "pods/proxy", "get")}
     nodes = {("*", "nodes", v) for v in READ}
-    assert granted(rendered["default"]) == pods | proxy  # drop-in mode: the pod proxy
-    assert granted(rendered["configmap-config"]) == pods  # direct mode: no pods/proxy
-    assert granted(rendered["proxy-mode"]) == pods | proxy
-    assert granted(rendered["node-metadata"]) == pods | nodes
-    assert granted(rendered["all-namespaces"]) == {("*", "pods", v) for v in READ}
+    lease = {("kube-system", LEASES, "create"),
+             ("kube-system", f"{LEASES}/cni-pipeline", "get"),
+             ("kube-system", f"{LEASES}/cni-pipeline", "update")}
+    assert granted(rendered["default"]) == pods | proxy | lease  # drop-in mode: the pod proxy
+    assert granted(rendered["single-replica"]) == pods | proxy  # no leader election, no Lease
+    assert granted(rendered["configmap-config"]) == pods | lease  # direct mode: no pods/proxy
+    assert granted(rendered["proxy-mode"]) == pods | proxy | lease
+    assert granted(rendered["node-metadata"]) == pods | nodes | lease
+    assert granted(rendered["all-namespaces"]) == {("*", "pods", v) for v in READ} | lease
     assert granted(rendered["two-receivers"]) == (
-        pods | nodes | {("cni", "pods", v) for v in READ} | {("cni", "pods/proxy", "get")})
-    assert granted(rendered["static-targets-only"]) == set()
+        pods | nodes | {("cni", "pods", v) for v in READ} | {("cni", "pods/proxy", "get")}
+        | lease)
+    assert granted(rendered["static-targets-only"]) == lease
+    assert granted(rendered["lease-name"]) == pods | {
+        ("kube-system", LEASES, "create"), ("kube-system", f"{LEASES}/cni-lease", "get"),
+        ("kube-system", f"{LEASES}/cni-lease", "update")}
 
 
 def test_an_unused_receiver_gets_no_rbac() -> None:
@@ -195,8 +208,8 @@ def test_an_unused_receiver_gets_no_rbac() -> None:
                         "      node_metadata: true\n      mode: apiserver_proxy\n", 1)
     objects = objects_of({"config": text})
     assert "prometheus/unused" in yaml.safe_load(mounted_config(objects) or "")["receivers"]
-    assert granted(objects) == needed(pipeline_config(objects)) == {
-        ("kube-system", "pods", v) for v in READ}
+    assert granted(objects) == needed(pipeline_config(objects))
+    assert ("kube-system", "nodes", "get") not in granted(objects)
 
 
 def test_rbac_create_false_renders_no_rbac() -> None:
@@ -274,7 +287,17 @@ def test_default_pod() -> None:
     assert pod["serviceAccountName"] == "cni-pipeline"
     assert only(objects, "ServiceAccount")["metadata"]["name"] == "cni-pipeline"
     assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]) == (
-        1, {"type": "Recreate"})
+        2, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    assert main["args"] == ["--leader-elect", "--lease-name", "cni-pipeline"]
+    assert field_env(objects) == {"POD_NAMESPACE": "metadata.namespace"}
+    anti = pod["affinity"]["podAntiAffinity"]
+    assert anti["preferredDuringSchedulingIgnoredDuringExecution"] == [
+        {"weight": 100, "podAffinityTerm": {
+            "topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}}}]
+    budget = only(objects, "PodDisruptionBudget")
+    assert budget["spec"] == {"maxUnavailable": 1,
+                              "selector": deployment["spec"]["selector"]}
     assert main["image"] == "cni-pipeline:0.1.0" and main["imagePullPolicy"] == "IfNotPresent"
     assert container_env(objects) == {
         "USE_CLOUDWATCH": "true", "USE_PROMETHEUS": "false", "AWS_CLUSTER_ID": "",
@@ -301,7 +324,7 @@ def test_values_reach_the_pod(rendered: dict[str, list[Obj]]) -> None:
     assert pod["spec"]["tolerations"] == scheduling["tolerations"]
     assert pod["spec"]["affinity"] == scheduling["affinity"]
     assert pod["metadata"]["annotations"] == scheduling["podAnnotations"]
-    assert container(rendered["scheduling"])["args"] == scheduling["extraArgs"]
+    assert container(rendered["scheduling"])["args"][-2:] == scheduling["extraArgs"]
     override = VARIANTS["image-override"]["image"]["override"]
     assert container(rendered["image-override"])["image"] == override
     account = only(rendered["irsa"], "ServiceAccount")
@@ -314,6 +337,24 @@ def test_values_reach_the_pod(rendered: dict[str, list[Obj]]) -> None:
     deployment_spec = only(go_objects, "Deployment")["spec"]["template"]["spec"]
     assert deployment_spec["serviceAccountName"] == "cni-metrics-helper"
     assert container(go_objects)["image"] == go["image"]["override"]
+
+
+def test_one_replica_without_leader_election(rendered: dict[str, list[Obj]]) -> None:
+    """The Go helper's shape: one pod, Recreate, no Lease, no budget, no anti-affinity."""
+    objects = rendered["single-replica"]
+    deployment = only(objects, "Deployment")
+    assert (deployment["spec"]["replicas"], deployment["spec"]["strategy"]) == (
+        1, {"type": "Recreate"})
+    assert "args" not in container(objects) and field_env(objects) == {}
+    assert "affinity" not in deployment["spec"]["template"]["spec"]
+    assert not [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    assert not pipeline_config(objects).service.leader_election.enabled
+
+
+def test_several_replicas_need_a_leader() -> None:
+    with pytest.raises(helm.HelmRenderError, match="replicas: 3 needs leaderElection.enabled"):
+        render({"replicas": 3, "leaderElection": {"enabled": False}})
+    assert pipeline_config(objects_of({"replicas": 3})).service.leader_election.enabled
 
 
 def test_unquoted_env_numbers_keep_their_digits() -> None:
@@ -330,7 +371,9 @@ def test_names_follow_the_release_and_overrides() -> None:
         "metrics-cni-pipeline")
     objects = parse(render({"fullnameOverride": "cni-metrics-helper"}, name="metrics"))
     assert {o["metadata"]["name"] for o in objects} == {"cni-metrics-helper",
-                                                        "cni-metrics-helper-pods"}
+                                                        "cni-metrics-helper-pods",
+                                                        "cni-metrics-helper-lease"}
+    assert container(objects)["args"] == ["--leader-elect", "--lease-name", "cni-metrics-helper"]
     assert granted(objects) == needed(pipeline_config(objects))
 
 
@@ -338,7 +381,8 @@ def test_config_mode_mounts_and_rolls_on_change() -> None:
     first = objects_of(VARIANTS["proxy-mode"])
     again = objects_of(VARIANTS["proxy-mode"])
     changed = objects_of(VARIANTS["node-metadata"])
-    assert container(first)["args"] == ["--config", "/etc/cni-pipeline/config.yaml"]
+    assert container(first)["args"] == ["--config", "/etc/cni-pipeline/config.yaml",
+                                        "--leader-elect", "--lease-name", "cni-pipeline"]
 
     def checksum(objects: list[Obj]) -> str:
         annotations = only(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
@@ -384,6 +428,9 @@ def test_notes_say_where_to_look() -> None:
     assert "kubectl -n kube-system logs deployment/cni-pipeline" in notes
     assert "port-forward deployment/cni-pipeline 8888:8888" in notes and "/readyz" in notes
     assert 'namespace "Kubernetes"' in notes and "CLUSTER_ID" in notes
+    assert "kubectl -n kube-system get lease cni-pipeline" in notes
+    single = render(VARIANTS["single-replica"])["cni-pipeline/templates/NOTES.txt"]
+    assert "get lease" not in single
     prom = render(VARIANTS["use-prometheus"])["cni-pipeline/templates/NOTES.txt"]
     assert ":61681/metrics" in prom
 

@@ -58,6 +58,11 @@ integer (60, not 6e+01), so `METRIC_UPDATE_INTERVAL: 60` means what it says. */}
 {{- end }}
 {{- end }}
 
+{{/* The Lease leader election uses: leaderElection.leaseName, else the fullname. */}}
+{{- define "cni-pipeline.leaseName" -}}
+{{- default (include "cni-pipeline.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
 {{/* The path the ConfigMap's config is mounted at. */}}
 {{- define "cni-pipeline.configPath" -}}
 /etc/cni-pipeline/config.yaml
