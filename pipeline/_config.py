@@ -54,6 +54,9 @@ class ServiceConfig:
     pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
+    #: Reload the config file when it changes (a ConfigMap's atomic ``..data`` swap included),
+    #: as SIGHUP does; a file that does not validate is logged and the pipeline runs on.
+    watch_config: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -187,7 +187,11 @@ class LeaderWatch:
     def gate(
         self, pipeline_id: str, next_consumer: MetricsConsumer, exporters: Sequence[object]
     ) -> ExportGate:
-        """A gate for one pipeline, in front of ``next_consumer`` (its exporters' fan-out)."""
+        """A gate for one pipeline, in front of ``next_consumer`` (its exporters' fan-out).
+
+        A reload that rebuilds the pipeline gets a new gate, which replaces the old one and keeps
+        its cycles (a standby that reloads still has them for a takeover)."""
+        old = next((g for g in self._gates if g.pipeline_id == pipeline_id), None)
         gate = ExportGate(
             pipeline_id,
             next_consumer,
@@ -196,6 +200,9 @@ class LeaderWatch:
             self._repeats.labels(pipeline=pipeline_id),
             self._logger,
         )
+        if old is not None:
+            self._gates.remove(old)
+            gate.keep_cycles_of(old)
         self._gates.append(gate)
         return gate
 
@@ -252,6 +259,14 @@ class ExportGate:
         self._tasks: set[asyncio.Task[None]] = set()
         if leadership.is_leader():  # built after the elector won: a takeover like any other
             self.leadership_changed(True)
+
+    def keep_cycles_of(self, previous: ExportGate) -> None:
+        """Take the cycles a replaced gate kept, and what it exported in its term."""
+        self._kept.extend(previous._kept)
+        if previous._exported is not None and (
+            self._exported is None or previous._exported > self._exported
+        ):
+            self._exported = previous._exported
 
     # -- MetricsConsumer -----------------------------------------------------------------------
 

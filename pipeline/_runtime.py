@@ -7,15 +7,18 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from ._component import ComponentID, ComponentSettings, Kind, log_tag
 from ._config import Config, config_warnings
 from ._errors import PipelineError
 from ._gc import GcPolicy
-from ._graph import GateFactory, Graph, build_graph
+from ._graph import GateFactory, Graph, Node, build_graph
 from ._leader import Leadership, LeaderWatch
 from ._logging import component_logger
 from ._registry import Registry
+from ._reload import Reloader, ReloadLoop
 from ._telemetry import Telemetry, TelemetryServer
 from ._units import parse_endpoint
 
@@ -115,6 +118,57 @@ class Service:
             self.config.source,
         )
 
+    async def reload(self, config: Config) -> bool:
+        """Apply a new, already validated config in place; False if nothing changed.
+
+        What did not change keeps running with its state (see :func:`build_graph`). The rest is
+        replaced in an order that never feeds a batch twice: the receivers that go stop first,
+        then the processors and exporters that go (exporters flush); a new processor of the
+        same ID in the same pipeline takes over its predecessor's state (the optional
+        ``take_over(previous)``, as ``cni_aggregate`` keeps its counters' baselines); then the
+        new components start, downstream first. A component that fails to start stops the
+        service, as at start. ``service.telemetry.endpoint`` and ``service.leader_election``
+        are read at start only: a change to them is logged and waits for a restart."""
+        if self.graph is None:
+            raise PipelineError("reload before start")
+        old_config, old_graph = self.config, self.graph
+        self._warn_restart_only(old_config, config)
+        graph = build_graph(
+            config, self.registry, self._settings, self.telemetry, logger, self._gates(),
+            previous=old_graph,
+        )
+        gone = [n for n in old_graph.nodes() if not any(n is m for m in graph.nodes())]
+        if not gone and len(graph.nodes()) == len(old_graph.nodes()):
+            self.config = config
+            logger.info("config reloaded from %s: no component changed", config.source)
+            return False
+        for kind in (Kind.RECEIVER, Kind.PROCESSOR, Kind.EXPORTER):  # upstream first
+            for node in (n for n in gone if n.kind is kind):
+                await old_graph.stop(node, logger)
+        _hand_over_state(graph, gone)
+        self.config, self.graph = config, graph
+        self.telemetry.unhealthy_after = float(config.service.telemetry.unhealthy_after)
+        for warning in config_warnings(config, self.registry):
+            logger.warning("%s", warning)
+        await graph.start_all(lambda kind: _Host(self.telemetry, kind), logger)
+        started = [n for n in graph.nodes() if not any(n is m for m in old_graph.nodes())]
+        logger.info(
+            "config reloaded from %s: %d component(s) kept, %d stopped, %d started",
+            config.source, len(graph.nodes()) - len(started), len(gone), len(started),
+        )
+        return True
+
+    @staticmethod
+    def _warn_restart_only(old: Config, new: Config) -> None:
+        for key, before, after in (
+            ("service.telemetry.endpoint", old.service.telemetry.endpoint,
+             new.service.telemetry.endpoint),
+            ("service.leader_election", old.service.leader_election,
+             new.service.leader_election),
+        ):
+            if before != after:
+                logger.warning("%s changed: it takes effect at the next restart", key)
+
     async def shutdown(self) -> None:
         await self.gc.stop()
         if self.graph is not None:
@@ -135,7 +189,8 @@ class Service:
                     "application gave the service no Leadership to follow"
                 )
             return None
-        self.leader_watch = LeaderWatch(self.leadership, self.telemetry, logger)
+        if self.leader_watch is None:  # one watch for the service's life, reloads included
+            self.leader_watch = LeaderWatch(self.leadership, self.telemetry, logger)
         return self.leader_watch.gate
 
     def _start_leadership(self) -> None:
@@ -167,14 +222,34 @@ class Service:
             self._leader_task.cancel()
         self._leader_task = None
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(
+        self, stop: asyncio.Event, started: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Start (``started`` instead, if given: it must call :meth:`start`), run until
+        ``stop`` is set, then shut down in order."""
         try:
-            await self.start()
+            await (started or self.start)()
             await stop.wait()
             logger.info("stopping: flushing exporters")
         finally:
             await self.shutdown()
         logger.info("stopped")
+
+
+def _hand_over_state(graph: Graph, gone: list[Node]) -> None:
+    """Each new processor whose pipeline had one of the same ID takes over its state, if it can
+    (``take_over(previous)``: counters then continue exactly across the reload)."""
+    for node in graph.processors:
+        take_over = getattr(node.component, "take_over", None)
+        if take_over is None:
+            continue
+        previous = next(
+            (g for g in gone if g.kind is Kind.PROCESSOR and g.id == node.id
+             and g.pipeline == node.pipeline),
+            None,
+        )
+        if previous is not None and type(previous.component) is type(node.component):
+            take_over(previous.component)
 
 
 def _log_leader_end(task: asyncio.Task[None]) -> None:
@@ -186,16 +261,50 @@ def _log_leader_end(task: asyncio.Task[None]) -> None:
         )
 
 
-async def run_until_signal(service: Service) -> None:
-    """Run until SIGTERM or SIGINT, then stop in order (exporters flush what they hold)."""
+async def run_until_signal(service: Service, reloader: Reloader | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then stop in order (exporters flush what they hold).
+
+    With a ``reloader``, SIGHUP reloads the config in place, and so does a change of the file
+    while ``service.watch_config`` is on (pipeline/_reload.py). A reload whose new components
+    cannot start stops the service and raises here, as a failed start does."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if EARLY_STOP.is_set():  # a SIGTERM came before the handler above
         stop.set()
+    failures: list[BaseException] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(work: Coroutine[Any, Any, None], name: str) -> None:
+        task = loop.create_task(work, name=name)
+        tasks.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            tasks.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                logger.error("config reload failed; stopping", exc_info=finished.exception())
+                failures.append(finished.exception())  # type: ignore[arg-type]
+                stop.set()
+
+        task.add_done_callback(done)
+
+    async def serve() -> None:
+        await service.start()
+        if reloader is not None:
+            reloads = ReloadLoop(service, reloader)
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: spawn(reloads.reload("SIGHUP"), "reload")
+            )
+            spawn(reloads.watch(), "config-watch")
+
     try:
-        await service.run(stop)
+        await service.run(stop, started=serve)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if failures:
+        raise failures[0]

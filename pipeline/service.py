@@ -16,6 +16,7 @@ from ._config import (
 from ._leader import KEPT_CYCLES, Delivering, LeaderElectionConfig, Leadership
 from ._logging import LEVELS, resolve_level, setup_logging
 from ._registry import Registration, Registry
+from ._reload import Reloader
 from ._runtime import EARLY_STOP, Service, run_until_signal
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "PipelineSpec",
     "Registration",
     "Registry",
+    "Reloader",
     "Service",
     "build_config",
     "config_warnings",
