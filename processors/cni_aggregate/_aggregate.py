@@ -393,11 +393,33 @@ class Aggregator:
     def _block(self) -> _Block:
         return _Block(self._facts)
 
+    # -- config reload ----------------------------------------------------------------------------
+
+    def take_over(self, previous: Aggregator) -> list[Rule]:
+        """Carry on from ``previous`` (the same processor before a config reload): every target's
+        counter bases are kept, so increases continue exactly whatever changed (group_by,
+        staleness, other rules). Returns the counter and histogram rules that read families the
+        previous rules did not: those have no base, so their lines start from a baseline."""
+        fresh = _tracked_families(self.rules) - _tracked_families(previous.rules)
+        for key, state in previous._states.items():
+            state.layout = None  # a layout belongs to the rules that made it: look it up again
+            if fresh and state.counters is not None:
+                state.counters.fresh_families = fresh
+            self._states[key] = state
+        return [rule for rule in self.rules if fresh & set(rule.lookup_families)]
+
     # -- introspection ----------------------------------------------------------------------------
 
     def series_tracked(self) -> int:
         return sum(state.counters.tracked for state in self._states.values()
                    if state.counters is not None)
+
+
+def _tracked_families(rules: Sequence[Rule]) -> frozenset[str]:
+    """The families whose lines the counter tracker keeps a base for under these rules."""
+    return frozenset(family for rule in rules
+                     if rule.type in (RuleType.COUNTER, RuleType.HISTOGRAM)
+                     for family in rule.lookup_families)
 
 
 def _no_increase(state: _TargetState, shape: Shape) -> tuple[float, ...]:

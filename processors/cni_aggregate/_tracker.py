@@ -61,10 +61,14 @@ class Mode(IntEnum):
 class CounterState:
     """A target's counter state between its successful scrapes."""
 
-    __slots__ = ("start", "layout", "values", "tracked", "gaps")
+    __slots__ = ("start", "layout", "values", "tracked", "gaps", "fresh_families")
 
     def __init__(self, start: float | None) -> None:
         self.start = start
+        #: Families this state has no base for because the rules did not track them until a
+        #: config reload: at the next success their lines are a baseline (not new series counted
+        #: whole), once.
+        self.fresh_families: frozenset[str] = frozenset()
         #: The layout at the last success, and its tracked lines' values then (NaN: no base).
         self.layout: TargetLayout | None = None
         self.values: tuple[float, ...] = ()
@@ -161,9 +165,10 @@ class Observation:
         current: dict[str, float] = {}
         deltas: list[float] = []
         kept: list[float] = []
+        fresh = state.fresh_families
         for begin, end, group_of in layout.shape.tracked_families:
             family_keys, family_values = keys[begin:end], values[begin:end]
-            if self.mode is not Mode.DIFF:
+            if self.mode is not Mode.DIFF or (fresh and _in_families(family_keys, fresh)):
                 self._first(family_keys, family_values, current, deltas, kept)
             elif group_of is None:
                 self._diff(family_keys, family_values, previous, current, deltas, kept)
@@ -173,6 +178,7 @@ class Observation:
         state.layout = layout
         state.values = tuple(kept)
         state.tracked = len(current)
+        state.fresh_families = frozenset()
         gaps = [0.0 if delta == delta else NAN for delta in deltas]
         state.gaps = tuple(gaps) if NAN in gaps else None  # (``in`` matches the object itself)
         return tuple(deltas)
@@ -260,3 +266,17 @@ class Observation:
                 deltas.append(value)
             else:
                 deltas.append(value - last)
+
+
+_SUFFIXES = ("_count", "_sum", "_bucket")
+
+
+def _in_families(keys: Sequence[str], families: frozenset[str]) -> bool:
+    """Are these lines (one family's, as filed) of one of ``families``? A ``_count``, ``_sum``
+    or ``_bucket`` line may be filed under its base family."""
+    if not keys:
+        return False
+    name = keys[0].partition("{")[0]
+    if name in families:
+        return True
+    return any(name.endswith(s) and name[: -len(s)] in families for s in _SUFFIXES)

@@ -54,6 +54,15 @@ class CniAggregateProcessor:
         self._unseen_groups = {key for key in group_by if key in NODE_METADATA_KEYS}
         self._instruments(settings)
 
+    def take_over(self, previous: CniAggregateProcessor) -> None:
+        """After a config reload changed this processor's config: carry on from the previous
+        instance's state (called by the engine before start), so counter increases continue
+        exactly across the reload."""
+        fresh = self._aggregator.take_over(previous._aggregator)
+        for rule in fresh:
+            self._log.info("config reload: rule %s reads %s, not tracked before: its increases "
+                           "start from a baseline this cycle", rule.name, rule.family)
+
     def _instruments(self, settings: ComponentSettings) -> None:
         telemetry = settings.telemetry
         name = str(settings.id)
