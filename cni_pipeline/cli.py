@@ -23,6 +23,7 @@ from pipeline.service import (
     Config,
     Leadership,
     Registry,
+    Reloader,
     Service,
     build_config,
     config_warnings,
@@ -110,12 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE", help="pipeline config (YAML) to run")
-    _add_leader_flags(parser)
+    _add_override_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", parents=[common], help="run a pipeline config (the default)")
     run.add_argument("--config", metavar="FILE", required=True)
-    _add_leader_flags(run)
+    _add_override_flags(run)
 
     validate = sub.add_parser(
         "validate",
@@ -165,9 +166,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_leader_flags(parser: argparse.ArgumentParser) -> None:
-    """Leader election from the command line, as the chart runs it (drop-in mode has no config
-    to say it in); the flags win over service.leader_election's enabled and lease_name."""
+def _add_override_flags(parser: argparse.ArgumentParser) -> None:
+    """Service settings from the command line, as the chart runs it (drop-in mode has no config
+    to say them in); the flags win over service.leader_election's enabled and lease_name and
+    service.watch_config."""
     parser.add_argument(
         "--leader-elect", action="store_true",
         help="run as one of several replicas: only the holder of a Kubernetes Lease exports "
@@ -175,17 +177,23 @@ def _add_leader_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lease-name", metavar="NAME", default="",
         help="the Lease's name (default: service.leader_election.lease_name, cni-pipeline)")
+    parser.add_argument(
+        "--watch-config", action="store_true",
+        help="reload the --config file in place when it changes, as SIGHUP does "
+        "(service.watch_config)")
 
 
-def with_leader_flags(config: Config, args: argparse.Namespace) -> Config:
+def with_overrides(config: Config, args: argparse.Namespace) -> Config:
     election = config.service.leader_election
     if getattr(args, "leader_elect", False):
         election = replace(election, enabled=True)
     if getattr(args, "lease_name", ""):
         election = replace(election, lease_name=args.lease_name)
-    if election == config.service.leader_election:
+    watch = config.service.watch_config or bool(getattr(args, "watch_config", False))
+    if (election, watch) == (config.service.leader_election, config.service.watch_config):
         return config
-    return replace(config, service=replace(config.service, leader_election=election))
+    service = replace(config.service, leader_election=election, watch_config=watch)
+    return replace(config, service=service)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -251,7 +259,7 @@ def _setup_logging(args: argparse.Namespace, config: Config | None) -> None:
 
 def _cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     try:
-        config = with_leader_flags(_load(args, registry), args)
+        config = with_overrides(_load(args, registry), args)
     except ConfigError as exc:
         _print_config_error(exc)
         return EXIT_USAGE
@@ -265,13 +273,23 @@ def _cmd_run(args: argparse.Namespace, registry: Registry) -> int:
         _print_config_error(exc)
         return EXIT_USAGE
     try:
-        asyncio.run(run_until_signal(Service(config, registry, leadership=leadership)))
+        service = Service(config, registry, leadership=leadership)
+        asyncio.run(run_until_signal(service, _reloader(args, registry)))
     except (PipelineError, OSError) as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         pass
     return EXIT_OK
+
+
+def _reloader(args: argparse.Namespace, registry: Registry) -> Reloader | None:
+    """SIGHUP and service.watch_config reload the --config file (with the same flags); drop-in
+    mode has no file, and its environment cannot change under a running process."""
+    path = getattr(args, "config", None)
+    if not path:
+        return None
+    return Reloader(load=lambda: with_overrides(load_config(path, registry), args), path=path)
 
 
 def _leadership(config: Config) -> Leadership | None:

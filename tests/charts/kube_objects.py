@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from cni_pipeline.cli import parse_args, with_leader_flags
+from cni_pipeline.cli import parse_args, with_overrides
 from cni_pipeline.dropin import dropin_config_data
 from pipeline import Kind
 from pipeline._config import Config, build_config, load_config_text
@@ -63,12 +63,15 @@ def mounted_config(objects: list[Obj]) -> str | None:
     if "--config" not in args:
         return None
     path = args[args.index("--config") + 1]
-    (mount,) = [m for m in main["volumeMounts"] if m["mountPath"] == path]
+    # A file mounted by subPath, or a file in a directory the ConfigMap is mounted as.
+    (mount,) = [m for m in main["volumeMounts"]
+                if m["mountPath"] == path or path.startswith(m["mountPath"].rstrip("/") + "/")]
+    key = mount["subPath"] if mount["mountPath"] == path else path[len(mount["mountPath"]) + 1:]
     pod = only(objects, "Deployment")["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     (configmap,) = [o for o in objects if o["kind"] == "ConfigMap"
                     and o["metadata"]["name"] == volume["configMap"]["name"]]
-    text: str = configmap["data"][mount["subPath"]]
+    text: str = configmap["data"][key]
     return text
 
 
@@ -83,7 +86,7 @@ def pipeline_config(objects: list[Obj]) -> Config:
     else:
         config = load_config_text(text, "ConfigMap", registry, env)
     # The command line's leader flags, read by the command's own parser.
-    return with_leader_flags(config, parse_args(container(objects).get("args", [])))
+    return with_overrides(config, parse_args(container(objects).get("args", [])))
 
 
 def needed(config: Config, namespace: str = "kube-system") -> set[Permission]:

@@ -377,12 +377,27 @@ def test_names_follow_the_release_and_overrides() -> None:
     assert granted(objects) == needed(pipeline_config(objects))
 
 
-def test_config_mode_mounts_and_rolls_on_change() -> None:
-    first = objects_of(VARIANTS["proxy-mode"])
-    again = objects_of(VARIANTS["proxy-mode"])
-    changed = objects_of(VARIANTS["node-metadata"])
+def test_config_mode_reloads_in_place() -> None:
+    """By default the ConfigMap is mounted as a directory (its ..data swap is what the kubelet
+    does on a change) and the pod runs with --watch-config: no checksum rolls it."""
+    objects = objects_of(VARIANTS["proxy-mode"])
+    main = container(objects)
+    assert main["args"] == ["--config", "/etc/cni-pipeline/config/config.yaml", "--watch-config",
+                            "--leader-elect", "--lease-name", "cni-pipeline"]
+    assert {"name": "config", "mountPath": "/etc/cni-pipeline/config",
+            "readOnly": True} in main["volumeMounts"]
+    assert "annotations" not in only(objects, "Deployment")["spec"]["template"]["metadata"]
+    assert pipeline_config(objects).service.watch_config
+
+
+def test_config_mode_without_reload_mounts_a_file_and_rolls_on_change() -> None:
+    no_reload = {"reloadConfig": False}
+    first = objects_of({**VARIANTS["proxy-mode"], **no_reload})
+    again = objects_of({**VARIANTS["proxy-mode"], **no_reload})
+    changed = objects_of({**VARIANTS["node-metadata"], **no_reload})
     assert container(first)["args"] == ["--config", "/etc/cni-pipeline/config.yaml",
                                         "--leader-elect", "--lease-name", "cni-pipeline"]
+    assert not pipeline_config(first).service.watch_config
 
     def checksum(objects: list[Obj]) -> str:
         annotations = only(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]

@@ -15,34 +15,31 @@ so that the takeover takes seconds; every wait is bounded.
 
 from __future__ import annotations
 
-import math
-import os
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from simfleet import FleetProcess, FleetTruth
+from simfleet import FleetProcess
 from tests.support.kube_apiserver import KubeAPIServer
 from tests.support.moto_server import Moto, aws_test_env, running_moto
+from tests.support.pipeline_process import (
+    Mover,
+    Replica,
+    eventually,
+    free_port,
+    start_pipeline,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 INTERVAL = 2.0
 NAMESPACE = "monitoring"
 CLUSTER = "failover"
 GAUGE, GAUGE_FAMILY = "assignIPAddresses", "awscni_assigned_ip_addresses"
 COUNTER, COUNTER_FAMILY = "addReqCount", "awscni_add_ip_req_count"
 #: Bound on any single wait (a takeover after a SIGKILL takes lease_duration plus a retry).
-SOON = 20.0
+SOON = 45.0
 CONFIG = """\
 receivers:
   prometheus:
@@ -68,98 +65,11 @@ service:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Replica:
-    """One ``cni-pipeline`` process: its identity, telemetry port and captured log."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def get(self, path: str) -> str:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return str(r.read().decode())
-        except (urllib.error.URLError, OSError):
-            return ""
-
-    def readyz(self) -> str:
-        return self.get("/readyz").strip()
-
-    def metric(self, name: str) -> float:
-        """A self-metric's value summed over its labels (0 if absent)."""
-        total = 0.0
-        for line in self.get("/metrics").splitlines():
-            if line.startswith(name) and line[len(name)] in " {":
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def stop(self, sig: int) -> None:
-        self.process.send_signal(sig)
-        self.process.wait(timeout=SOON)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@dataclass
-class Mover:
-    """Moves the fleet one step half-way between ticks, and keeps (when, truth after)."""
-
-    fleet: FleetProcess
-    truths: list[tuple[float, FleetTruth]] = field(default_factory=list)
-    stopped: threading.Event = field(default_factory=threading.Event)
-
-    def start(self) -> Mover:
-        self.truths.append((time.time(), self.fleet.client.truth()))
-        threading.Thread(target=self._run, daemon=True, name="fleet-mover").start()
-        return self
-
-    def _run(self) -> None:
-        for _ in range(200):  # bounded: 200 intervals is far more than the run
-            now = time.time()
-            due = math.floor(now / INTERVAL) * INTERVAL + INTERVAL / 2
-            if due <= now:
-                due += INTERVAL
-            if self.stopped.wait(due - now):
-                return
-            self.truths.append((time.time(), self.fleet.client.advance()))
-
-    def state_at(self, tick: float) -> FleetTruth | None:
-        """The fleet as scraped at ``tick``; None when a move came too near it to say."""
-        state = None
-        for moved, truth in self.truths:
-            if abs(moved - tick) < 0.4:
-                return None
-            if moved < tick:
-                state = truth
-        return state
-
-
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
     aws_test_env(monkeypatch, region="us-west-2")
     with running_moto(region="us-west-2") as server:
         yield server
-
-
-def eventually(predicate: Callable[[], bool], what: str, replicas: list[Replica]) -> None:
-    deadline = time.monotonic() + SOON
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    logs = "\n".join(f"--- {r.name}\n{r.output()[-3000:]}" for r in replicas)
-    ready = "; ".join(f"{r.name}: {r.readyz()!r}" for r in replicas)
-    raise AssertionError(f"not reached in {SOON:.0f}s: {what} ({ready})\n{logs}")
 
 
 def cycles_pass(count: int) -> None:
@@ -178,39 +88,35 @@ def test_sigkill_then_sigterm_every_cycle_exactly_once(moto: Moto, tmp_path: Pat
         config.write_text(CONFIG.format(
             interval=int(INTERVAL), targets=", ".join(f'"{a}"' for a in fleet.addresses),
             endpoint=moto.endpoint, cluster=CLUSTER, port=port))
-        log = tmp_path / f"{name}.log"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "HOSTNAME": name,
-               "POD_NAMESPACE": NAMESPACE, "KUBECONFIG": str(kubeconfig)}
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "cni_pipeline", "--config", str(config),
-                 "--leader-elect", "--lease-name", "cni-pipeline", "--log-level", "debug"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        replica = Replica(name, port, process, log)
+        replica = start_pipeline(
+            name, ["--config", str(config), "--leader-elect", "--lease-name", "cni-pipeline",
+                   "--log-level", "debug"],
+            tmp_path / f"{name}.log", port,
+            {"HOSTNAME": name, "POD_NAMESPACE": NAMESPACE, "KUBECONFIG": str(kubeconfig)})
         replicas.append(replica)
         return replica
 
     fleet.start()
-    mover = Mover(fleet).start()
+    mover = Mover(fleet, INTERVAL).start()
     try:
         a = start("replica-a")
-        eventually(lambda: a.readyz() == "ok: leader", "replica-a leads", replicas)
+        eventually(lambda: a.readyz() == "ok: leader", "replica-a leads", replicas, SOON)
         b = start("replica-b")
         eventually(lambda: b.readyz().startswith("ok: standby (leader: replica-a)"),
-                   "replica-b stands by", replicas)
+                   "replica-b stands by", replicas, SOON)
         cycles_pass(3)
         time.sleep(INTERVAL * 0.3)  # mid-cycle
         a.process.kill()
         a.process.wait(timeout=SOON)
-        eventually(lambda: b.readyz() == "ok: leader", "replica-b takes over", replicas)
+        eventually(lambda: b.readyz() == "ok: leader", "replica-b takes over", replicas, SOON)
         cycles_pass(2)
         c = start("replica-c")
         eventually(lambda: c.readyz().startswith("ok: standby (leader: replica-b)"),
-                   "replica-c stands by", replicas)
+                   "replica-c stands by", replicas, SOON)
         cycles_pass(3)
         repeats = b.metric("cni_pipeline_leader_possible_repeats_total")
         b.stop(signal.SIGTERM)
-        eventually(lambda: c.readyz() == "ok: leader", "replica-c takes over", replicas)
+        eventually(lambda: c.readyz() == "ok: leader", "replica-c takes over", replicas, SOON)
         cycles_pass(3)
         c.stop(signal.SIGTERM)
     finally:

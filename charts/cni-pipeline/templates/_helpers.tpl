@@ -65,7 +65,16 @@ integer (60, not 6e+01), so `METRIC_UPDATE_INTERVAL: 60` means what it says. */}
 
 {{/* The path the ConfigMap's config is mounted at. */}}
 {{- define "cni-pipeline.configPath" -}}
-/etc/cni-pipeline/config.yaml
+{{- if .Values.reloadConfig }}
+{{- printf "%s/config.yaml" (include "cni-pipeline.configDir" .) }}
+{{- else }}
+{{- "/etc/cni-pipeline/config.yaml" }}
+{{- end }}
+{{- end }}
+
+{{/* The directory the ConfigMap is mounted as, with reloadConfig. */}}
+{{- define "cni-pipeline.configDir" -}}
+/etc/cni-pipeline/config
 {{- end }}
 
 {{/* `config` parsed, as JSON; fails naming the value when it is not a YAML mapping. */}}
