@@ -85,7 +85,7 @@ async def bench_moto(datums: int) -> None:
 
 
 class _Host:
-    def report_status(self, component: ComponentID, healthy: bool, message: str = "") -> None:
+    def report_status(self, healthy: bool, message: str = "") -> None:
         return None
 
 

@@ -85,10 +85,12 @@ class ComponentConfig:
 
 
 class Host(Protocol):
-    """What a running component may ask of the service around it."""
+    """What a running component may ask of the service around it. Each component instance gets
+    a host of its own (bound to its kind and ID, as the Collector's per-component host), so it
+    reports only for itself."""
 
-    def report_status(self, component: ComponentID, healthy: bool, message: str = "") -> None:
-        """Record that a component is working or failing (feeds ``/readyz``)."""
+    def report_status(self, healthy: bool, message: str = "") -> None:
+        """Record that this component is working or failing (feeds ``/readyz``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,17 +67,17 @@ class Graph:
     def nodes(self) -> list[Node]:
         return self.start_order()
 
-    async def start_all(self, host_for: Callable[[Kind], Host], logger: logging.Logger) -> None:
+    async def start_all(self, host_for: Callable[[Node], Host], logger: logging.Logger) -> None:
         """Start downstream first; on a failure, stop what started, raise naming the component.
         Nodes already started (kept by a reload) are left running.
 
-        ``host_for(kind)`` is the host components of that kind report their health to."""
+        ``host_for(node)`` is the host that node's component reports its health to."""
         for node in self.start_order():
             if any(node is started for started in self._started):
                 continue  # kept, running, across a reload
             logger.info("starting %s", node.label, extra={"component": log_tag(node.kind, node.id)})
             try:
-                await node.component.start(host_for(node.kind))
+                await node.component.start(host_for(node))
             except Exception as exc:
                 await self.shutdown_all(logger)
                 raise ComponentError(f"failed to start: {exc}", f"{node.label}") from exc

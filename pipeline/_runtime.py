@@ -34,17 +34,17 @@ _LEADER_STOP_GRACE = 10.0
 
 
 class _Host:
-    """What components of one kind see of the service: a place to report their health.
+    """What one component instance sees of the service: a place to report its health.
 
     Reports are kept under kind and ID, so a receiver and an exporter of one type (both
     ``prometheus``) do not overwrite each other's health."""
 
-    def __init__(self, telemetry: Telemetry, kind: Kind) -> None:
+    def __init__(self, telemetry: Telemetry, kind: Kind, component: ComponentID) -> None:
         self._telemetry = telemetry
-        self._kind = kind
+        self._tag = log_tag(kind, component)
 
-    def report_status(self, component: ComponentID, healthy: bool, message: str = "") -> None:
-        self._telemetry.report_status(log_tag(self._kind, component), healthy, message)
+    def report_status(self, healthy: bool, message: str = "") -> None:
+        self._telemetry.report_status(self._tag, healthy, message)
 
 
 class Service:
@@ -109,7 +109,7 @@ class Service:
         )
         for warning in config_warnings(self.config, self.registry):
             logger.warning("%s", warning)
-        await self.graph.start_all(lambda kind: _Host(self.telemetry, kind), logger)
+        await self.graph.start_all(lambda node: _Host(self.telemetry, node.kind, node.id), logger)
         self.gc.start()
         self._start_leadership()
         logger.info(
@@ -150,7 +150,7 @@ class Service:
         self.telemetry.unhealthy_after = float(config.service.telemetry.unhealthy_after)
         for warning in config_warnings(config, self.registry):
             logger.warning("%s", warning)
-        await graph.start_all(lambda kind: _Host(self.telemetry, kind), logger)
+        await graph.start_all(lambda node: _Host(self.telemetry, node.kind, node.id), logger)
         started = [n for n in graph.nodes() if not any(n is m for m in old_graph.nodes())]
         logger.info(
             "config reloaded from %s: %d component(s) kept, %d stopped, %d started",

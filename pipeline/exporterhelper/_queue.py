@@ -355,5 +355,5 @@ class SendingQueue(Generic[T]):
 
     def _report(self, healthy: bool, message: str) -> None:
         if self._host is not None:
-            self._host.report_status(self._settings.id, healthy, message)
+            self._host.report_status(healthy, message)
 

@@ -242,4 +242,4 @@ class PrometheusReceiver:
         else:
             healthy, message = True, f"{summary.up}/{summary.discovered} targets up"
         with contextlib.suppress(Exception):
-            self._host.report_status(self.settings.id, healthy, message)
+            self._host.report_status(healthy, message)

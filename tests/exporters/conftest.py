@@ -20,10 +20,10 @@ class RecordingHost:
     """A Host that records what components report."""
 
     def __init__(self) -> None:
-        self.statuses: list[tuple[ComponentID, bool, str]] = []
+        self.statuses: list[tuple[bool, str]] = []
 
-    def report_status(self, component: ComponentID, healthy: bool, message: str = "") -> None:
-        self.statuses.append((component, healthy, message))
+    def report_status(self, healthy: bool, message: str = "") -> None:
+        self.statuses.append((healthy, message))
 
 
 @pytest.fixture(autouse=True)

@@ -48,10 +48,10 @@ FAST = RetrySettings(
 
 class RecordingHost:
     def __init__(self) -> None:
-        self.statuses: list[tuple[str, bool, str]] = []
+        self.statuses: list[tuple[bool, str]] = []
 
-    def report_status(self, component: ComponentID, healthy: bool, message: str = "") -> None:
-        self.statuses.append((str(component), healthy, message))
+    def report_status(self, healthy: bool, message: str = "") -> None:
+        self.statuses.append((healthy, message))
 
 
 def make_settings(name: str = "fake") -> ComponentSettings:
@@ -167,7 +167,7 @@ async def test_transient_errors_are_retried_until_success(error: Exception) -> N
     assert metric_value(settings, "exporter_sent_datapoints_total") == 3
     assert metric_value(settings, "exporter_failed_datapoints_total") == 0
     assert metric_value(settings, "exporter_possible_duplicate_datapoints_total") == 0
-    assert host.statuses[0][1] is False and host.statuses[-1] == ("fake/fake", True, "")
+    assert host.statuses[0][0] is False and host.statuses[-1] == (True, "")
     await exporter.shutdown()
 
 
@@ -182,7 +182,7 @@ async def test_permanent_error_is_never_retried() -> None:
     assert len(push.calls) == 1
     assert metric_value(settings, "exporter_failed_datapoints_total") == 3
     assert metric_value(settings, "exporter_retries_total") == 0
-    assert host.statuses[-1][1] is False and "InvalidParameterValue" in host.statuses[-1][2]
+    assert host.statuses[-1][0] is False and "InvalidParameterValue" in host.statuses[-1][1]
 
 
 async def test_throttle_delay_from_server_is_honoured() -> None:

@@ -82,7 +82,7 @@ async def test_readyz_follows_unhealthy_after() -> None:
 def test_a_receiver_and_an_exporter_of_one_name_keep_their_own_health() -> None:
     telemetry = Telemetry()
     cid = ComponentID("prometheus")
-    _Host(telemetry, Kind.RECEIVER).report_status(cid, False, "all 3 targets failed")
-    _Host(telemetry, Kind.EXPORTER).report_status(cid, True, "serving")  # must not mask it
+    _Host(telemetry, Kind.RECEIVER, cid).report_status(False, "all 3 targets failed")
+    _Host(telemetry, Kind.EXPORTER, cid).report_status(True, "serving")  # must not mask it
     problem = telemetry.readiness(failing_for=-1.0)  # any failure at all counts here
     assert problem is not None and problem.startswith("receiver/prometheus failing for")

@@ -22,10 +22,10 @@ FAST_RETRY = RetrySettings(initial_interval=Duration(0.02), max_interval=Duratio
 
 class RecordingHost:
     def __init__(self) -> None:
-        self.statuses: list[tuple[str, bool, str]] = []
+        self.statuses: list[tuple[bool, str]] = []
 
-    def report_status(self, component: ComponentID, healthy: bool, message: str = "") -> None:
-        self.statuses.append((str(component), healthy, message))
+    def report_status(self, healthy: bool, message: str = "") -> None:
+        self.statuses.append((healthy, message))
 
 
 @pytest.fixture(autouse=True)

@@ -100,7 +100,7 @@ async def test_requests_failed_before_moto_saw_them_land_exactly_once(
     # request got through), so those re-sends are counted as possible duplicates, though
     # here moto never saw them.
     assert harness.metric("exporter_possible_duplicate_datapoints_total") == 8
-    assert harness.host.statuses[-1][1] is True
+    assert harness.host.statuses[-1][0] is True
 
 
 async def test_answer_lost_after_moto_stored_it_is_a_counted_duplicate(
@@ -145,7 +145,7 @@ async def test_access_denied_names_permission_and_principal_and_is_not_retried(
     error = next(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
     assert "cloudwatch:PutMetricData" in error and PRINCIPAL in error
     assert harness.metric("exporter_failed_datapoints_total") == 4
-    assert harness.host.statuses[-1][1] is False
+    assert harness.host.statuses[-1][0] is False
     assert moto.list_metrics(NS) == []
 
 

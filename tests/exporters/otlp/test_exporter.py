@@ -158,7 +158,7 @@ async def test_aggregates_arrive_with_names_values_delta_and_resource(
     }
     assert points[0].scope == "cni-pipeline"
     assert sample_value(settings, "exporter_sent_datapoints_total") == 6
-    assert host.statuses and host.statuses[-1][1] is True
+    assert host.statuses and host.statuses[-1][0] is True
 
 
 async def test_cumulative_temporality_keeps_running_totals(
@@ -435,7 +435,7 @@ async def test_dead_receiver_is_a_logged_drop_not_a_hang(
     assert sample_value(settings, "exporter_retries_total") == 0  # the SDK retried, not us
     gave_up = [r for r in caplog.records if "gave up sending 6 datapoints" in r.getMessage()]
     assert len(gave_up) == 1 and gave_up[0].levelno == logging.ERROR
-    assert host.statuses[-1][1] is False
+    assert host.statuses[-1][0] is False
 
 
 @pytest.fixture

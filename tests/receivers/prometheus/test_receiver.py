@@ -75,10 +75,10 @@ class RecordingConsumer:
 
 class RecordingHost:
     def __init__(self) -> None:
-        self.statuses: list[tuple[ComponentID, bool, str]] = []
+        self.statuses: list[tuple[bool, str]] = []
 
-    def report_status(self, component: ComponentID, healthy: bool, message: str = "") -> None:
-        self.statuses.append((component, healthy, message))
+    def report_status(self, healthy: bool, message: str = "") -> None:
+        self.statuses.append((healthy, message))
 
 
 async def serve_page(host: str, mode: str, port: int = 0) -> asyncio.Server:
@@ -274,8 +274,7 @@ async def test_cycles_against_a_mixed_fleet(
         assert classes == {"hang": ErrorClass.TIMEOUT, "garbage": ErrorClass.PARSE,
                            "dead": ErrorClass.CONNECT}
 
-    assert host.statuses and all(healthy for _, healthy, _ in host.statuses)
-    assert host.statuses[0][0] == ComponentID("prometheus", "cni")
+    assert host.statuses and all(healthy for healthy, _ in host.statuses)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cycle ")]
     assert lines, "no summary line logged"
     assert "targets discovered=5 scraped=2 failed=3 (connect=1, parse=1, timeout=1)" in lines[0]
@@ -305,7 +304,7 @@ async def test_all_targets_failing_is_reported_unhealthy(fleet: dict[str, str]) 
         await consumer.wait_for(1)
     finally:
         await receiver.shutdown()
-    _, healthy, message = host.statuses[0]
+    healthy, message = host.statuses[0]
     assert not healthy
     assert message == "all 2 targets failed (connect=1, parse=1)"
     assert [s.health.up for s in consumer.batches[0].targets] == [False, False]
@@ -442,7 +441,7 @@ async def test_kubernetes_sd_direct(tmp_path: Path) -> None:
             await receiver.shutdown()
     for server in servers:
         server.close()
-    assert host.statuses[0][1] is True
+    assert host.statuses[0][0] is True
 
 
 async def test_kubernetes_sd_through_the_apiserver_proxy(tmp_path: Path) -> None:
