@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install lock test lint bench soak demo manifests docker-base docker-wheels docker-metrics \
+.PHONY: install lock test lint bench soak demo manifests dashboards docker-base docker-wheels docker-metrics \
         docker-metrics-test clean
 
 # requirements.lock: every package CI installs (runtime, demo and dev extras, pip, the build
@@ -64,6 +64,11 @@ demo:
 # Rendered Kubernetes manifests from the Helm chart.
 manifests:
 	$(BIN)/python scripts/render_manifests.py
+
+# The Grafana dashboard for configs/prometheus.yaml (a test checks it is up to date).
+dashboards:
+	$(BIN)/cni-pipeline dashboard --format grafana --config configs/prometheus.yaml \
+		> configs/grafana/cni-pipeline.json
 
 # The container image, built with no image registry and no package index inside the build.
 #   IMAGE       image name (default cni-pipeline)

@@ -9,11 +9,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pipeline import ConfigError
 from pipeline.service import Config, Registry
 
 from ._cloudwatch import CloudWatchTarget, cloudwatch_targets
 from .alarms import Thresholds, cloudformation, recommended_alarms
 from .dashboard import dashboard_body
+from .grafana import grafana_dashboards
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
@@ -33,6 +35,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help="print (or --apply) a CloudWatch dashboard for what the config publishes")
     dashboard.add_argument("--name", default="",
                            help="dashboard name (default cni-pipeline-CLUSTER_ID)")
+    dashboard.add_argument(
+        "--format", choices=["cloudwatch", "grafana"], default="cloudwatch",
+        help="cloudwatch: the PutDashboard body; grafana: a Grafana dashboard (JSON model) over "
+        "a Prometheus data source, for the config's prometheus exporter")
 
     alarms = sub.add_parser(
         "alarms", parents=[common, where],
@@ -65,6 +71,13 @@ def _targets(args: argparse.Namespace, config: Config, registry: Registry
 
 
 def run_dashboard(args: argparse.Namespace, config: Config, registry: Registry) -> int:
+    if args.format == "grafana":
+        if args.apply:
+            raise ConfigError("--apply", [("", "puts CloudWatch dashboards only; import the "
+                                          "Grafana JSON in Grafana (Dashboards > New > Import)")])
+        boards = grafana_dashboards(config, registry)
+        print(json.dumps(boards[0] if len(boards) == 1 else boards, indent=2))
+        return EXIT_OK
     targets = _targets(args, config, registry)
     status = EXIT_OK
     for target in targets:
