@@ -275,6 +275,9 @@ def _cmd_run(args: argparse.Namespace, registry: Registry) -> int:
     try:
         service = Service(config, registry, leadership=leadership)
         asyncio.run(run_until_signal(service, _reloader(args, registry)))
+    except ConfigError as exc:  # one only a component could check, when created (sharding)
+        _print_config_error(exc)
+        return EXIT_USAGE
     except (PipelineError, OSError) as exc:
         logger.error("cannot start: %s", exc)
         return EXIT_FAILURE

@@ -24,7 +24,7 @@ from ._component import (
     log_tag,
 )
 from ._config import Config, PipelineSpec
-from ._errors import ComponentError, PipelineError
+from ._errors import ComponentError, ConfigError, PipelineError
 from ._fanout import GuardedConsumer, fan_out
 from ._registry import Registry
 from ._telemetry import Telemetry
@@ -212,6 +212,8 @@ def _create(
             component = factory.create(settings, component_config)  # type: ignore[attr-defined]
         else:
             component = factory.create(settings, component_config, next_consumer)  # type: ignore[attr-defined]
+    except ConfigError:
+        raise  # a setting only the component can check (from its environment): exit 2
     except Exception as exc:
         raise ComponentError(f"cannot create: {exc}", f"{kind} {cid}") from exc
     return component  # type: ignore[no-any-return]

@@ -62,6 +62,9 @@ class Target:
     node: str = ""
     namespace: str = ""
     attributes: tuple[tuple[str, str], ...] = ()
+    #: The pod's UID when discovered from Kubernetes (what sharding hashes: stable for the pod's
+    #: life); not part of the key, nor of equality.
+    uid: str = field(default="", compare=False)
 
     @property
     def key(self) -> str:

@@ -219,7 +219,7 @@ class KubernetesDiscovery:
             url = f"{self._config.scheme}://{address}{self._config.path}"
         attributes = nodes.get(pod.node, ())
         return Target(address=address, url=url, pod=pod.name, node=pod.node,
-                      namespace=pod.namespace, attributes=attributes)
+                      namespace=pod.namespace, attributes=attributes, uid=pod.uid)
 
     def request_options(self) -> tuple[ssl.SSLContext | None, dict[str, str]]:
         """TLS context and headers for scraping the targets' URLs.

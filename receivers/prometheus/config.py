@@ -134,6 +134,22 @@ def label_selector_problem(selector: str) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ShardingConfig:
+    """Several replicas share the fleet: this one scrapes shard ``shard`` of ``shards`` (the
+    targets whose pod UID, else address, hashes to it: Prometheus' hashmod). ``shard`` unset: the
+    ordinal at the end of the pod's name (``HOSTNAME``, a StatefulSet's ``NAME-2``)."""
+
+    shards: int = 1
+    shard: int | None = None
+
+    def validate(self) -> Iterable[tuple[str, str]]:
+        if self.shards < 1:
+            yield "shards", "must be at least 1"
+        elif self.shard is not None and not 0 <= self.shard < self.shards:
+            yield "shard", f"must be from 0 to {self.shards - 1} (shards: {self.shards})"
+
+
+@dataclass(frozen=True, kw_only=True)
 class PrometheusReceiverConfig(ComponentConfig):
     """What to scrape and how.
 
@@ -164,6 +180,8 @@ class PrometheusReceiverConfig(ComponentConfig):
     tls: ClientTLSConfig | None = None
     #: Sent as the User-Agent header.
     user_agent: str = USER_AGENT
+    #: Scrape only this replica's share of the targets (see :class:`ShardingConfig`).
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
 
     def validate(self) -> Iterable[tuple[str, str]]:
         if self.scrape_interval <= 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from ._http import ScrapeClient
 from ._k8s_sd import KubernetesDiscovery
 from ._scrape_pool import RequestOptions, ScrapePool
 from ._self_metrics import CycleSummary, SelfMetrics
+from ._sharding import resolve_shard
 from ._target_log import TargetLog
 from .config import PrometheusReceiverConfig
 
@@ -62,6 +64,8 @@ class PrometheusReceiver:
         self.config = config
         self._next = next_consumer
         self._log = settings.logger
+        self._shard = resolve_shard(config.sharding.shards, config.sharding.shard, os.environ,
+                                    f"receivers.{settings.id}")
         self._static = config.targets()
         self._static_keys = frozenset(target.key for target in self._static)
         self._client = client or ScrapeClient(
@@ -106,6 +110,9 @@ class PrometheusReceiver:
         if self.config.kubernetes_sd is not None:
             self._discovery = KubernetesDiscovery(self.config.kubernetes_sd, self._log)
             await self._discovery.start()
+        if self._shard.count > 1:
+            self._log.info("shard %d of %d: scraping the targets whose pod UID (else address) "
+                           "hashes to it", self._shard.index, self._shard.count)
         self._task = asyncio.create_task(self._run(), name=f"{self.settings.id} cycles")
 
     async def shutdown(self) -> None:
@@ -209,14 +216,15 @@ class PrometheusReceiver:
         return batch
 
     def _current_targets(self) -> list[Target]:
-        """Static targets first, then discovered ones (a key already static is skipped)."""
+        """Static targets first, then discovered ones (a key already static is skipped); with
+        sharding, only this shard's."""
         targets = list(self._static)
         if self._discovery is not None:
             try:
                 targets.extend(self._discovery.targets())
             except Exception:
                 self._log.exception("kubernetes discovery failed to list targets")
-        return targets
+        return self._shard.select(targets) if self._shard.count > 1 else targets
 
     def _options_for(self) -> Callable[[Target], RequestOptions]:
         """Per target: the receiver's own TLS settings (``tls``), or in proxy mode the API

@@ -62,8 +62,10 @@ class PromServer:
         job: str = "cni-pipeline",
         scrape_interval: str = "1s",
         metrics_path: str = "/metrics",
+        relabel_configs: Sequence[dict[str, Any]] = (),
     ) -> None:
         self.targets = list(targets)
+        self.relabel_configs = list(relabel_configs)
         self.workdir = Path(workdir)
         self.job = job
         self.scrape_interval = scrape_interval
@@ -86,6 +88,7 @@ class PromServer:
                 "scrape_timeout": self.scrape_interval,
                 "metrics_path": self.metrics_path,
                 "static_configs": [{"targets": self.targets}],
+                "relabel_configs": self.relabel_configs,
             }],
         }
         path = self.workdir / "prometheus.yml"
