@@ -16,8 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline import ParseError, Sample, parse_series
 from processors.cni_aggregate._rules import DEFAULT_RULES
 from processors.cni_aggregate._wanted import wanted_families
-from receivers.prometheus import _textparse
-from receivers.prometheus._textparse import SUFFIXES, ParsedPage, parse_page
+from receivers.prometheus import _grammar
+from receivers.prometheus._grammar import SUFFIXES
+from receivers.prometheus._textparse import ParsedPage, parse_page
 from tests.support.fixtures import AWS_NODE_PAGES
 
 FIXTURES = AWS_NODE_PAGES
@@ -492,13 +493,13 @@ def test_aws_node_pages_stay_on_the_fast_path(path: Path, monkeypatch: pytest.Mo
     def refuse(*args: object) -> None:
         raise AssertionError("the full grammar read a canonical page")
 
-    monkeypatch.setattr(_textparse, "_collect_full", refuse)
+    monkeypatch.setattr(_grammar, "_collect_full", refuse)
     for wanted in (AWSCNI, None, frozenset({"go_memstats_alloc_bytes", "go_gc_duration_seconds"})):
         assert parse_page(path.read_bytes(), wanted).families
 
 
 def test_known_series_are_remembered_but_values_always_checked() -> None:
-    grammar = _textparse._grammar_for(frozenset({"awscni_eni_max"}))
+    grammar = _grammar._grammar_for(frozenset({"awscni_eni_max"}))
     parse_page('awscni_eni_max{a="1"} 1\n', frozenset({"awscni_eni_max"}))
     assert 'awscni_eni_max{a="1"}' in grammar.known
     with pytest.raises(ParseError, match="invalid value 'x'"):
@@ -513,17 +514,17 @@ def test_known_series_are_remembered_but_values_always_checked() -> None:
 
 
 def test_known_series_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_textparse, "_KNOWN_LIMIT", 10)
+    monkeypatch.setattr(_grammar, "_KNOWN_LIMIT", 10)
     wanted = frozenset({"bounded_metric"})
     for page in range(5):
         text = "".join(f'bounded_metric{{i="{page}-{i}"}} {i}\n' for i in range(7))
         parsed = parse_page(text, wanted)
         assert [value for _, value in parsed.families["bounded_metric"]] == list(range(7))
-        assert len(_textparse._grammar_for(wanted).known) <= 10
+        assert len(_grammar._grammar_for(wanted).known) <= 10
 
 
 def test_texts_in_use_survive_the_cache_turning_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_textparse, "_KNOWN_LIMIT", 10)
+    monkeypatch.setattr(_grammar, "_KNOWN_LIMIT", 10)
     checked: list[str] = []
 
     def every_line(series: str) -> bool:
@@ -541,7 +542,7 @@ def test_texts_in_use_survive_the_cache_turning_over(monkeypatch: pytest.MonkeyP
     again = parse_page(page("a"), wanted, series=filters)
     assert len(checked) == 14  # a's texts came back from the previous generation unchecked
     assert [value for _, value in again.families["churn_metric"]] == list(range(7))
-    grammar = _textparse._grammar_for(wanted, frozenset(filters.items()))
+    grammar = _grammar._grammar_for(wanted, frozenset(filters.items()))
     assert len(grammar.known) <= 10 and len(grammar.known_before) <= 10
 
 
