@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from pipeline import ClusterShape, Distribution, Metric, MetricKind
 
-from ._aggregate import rule_metric
+from ._combine import rule_metric
 from ._derived import Attributes, capacity_names, coverage_metrics
 from ._rules import Rule
 

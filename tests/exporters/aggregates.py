@@ -5,7 +5,7 @@ processor emits, not hand-made copies of it."""
 from __future__ import annotations
 
 from pipeline import Metric
-from processors.cni_aggregate._aggregate import rule_metric
+from processors.cni_aggregate._combine import rule_metric
 from processors.cni_aggregate._rules import DEFAULT_RULES
 
 RULES = {rule.name: rule for rule in DEFAULT_RULES}
