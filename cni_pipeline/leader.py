@@ -38,7 +38,7 @@ from typing import Any
 from kubernetes.client import ApiClient, ApiException, Configuration, CoordinationV1Api
 from urllib3.exceptions import HTTPError
 
-from pipeline import ConfigError
+from pipeline import ConfigError, register_secret
 from pipeline.service import LeaderElectionConfig
 
 #: The Lease annotation carrying the last delivered cycle time.
@@ -413,6 +413,13 @@ def build_leadership(
         raise ConfigError("", [("service.leader_election.identity", why)])
     namespace = config.lease_namespace or _pod_namespace(environ, service_account_dir)
     api_client, where = _api_client(environ, service_account_dir)
+    keys = getattr(api_client.configuration, "api_key", None) or {}
+    register_secret(*(str(v).partition(" ")[2] or str(v) for v in keys.values() if v))
+    if str(api_client.configuration.host).startswith("https") and not (
+        api_client.configuration.verify_ssl
+    ):
+        logger.warning("leader election: %s has insecure-skip-tls-verify: the API server's "
+                       "certificate is not verified", where)
     # The API server's audit log then says which replica wrote the Lease.
     api_client.user_agent = f"cni-pipeline-leader-election/{identity}"
     logger.info(

@@ -53,6 +53,7 @@ from ._model import (
     TargetScrape,
     parse_series,
 )
+from ._redact import redact, register_secret
 from ._schedule import Ticker, aligned_tick
 from ._telemetry import Telemetry
 from ._units import ByteSize, Duration, parse_endpoint
@@ -109,5 +110,7 @@ __all__ = [
     "union_families",
     "union_series",
     "validate_config",
+    "redact",
+    "register_secret",
     "wanted_series_of",
 ]

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import MutableMapping
 from typing import Any
 
 from ._component import ComponentID, Kind, log_tag
+from ._redact import redact, register_secret
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -48,7 +50,7 @@ class KlogFormatter(logging.Formatter):
         )
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return redact(text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,13 +59,13 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int((record.created % 1) * 1000):03d}Z",
             "level": record.levelname.lower(),
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         component = getattr(record, "component", "")
         if component:
             data["component"] = component
         if record.exc_info:
-            data["error"] = self.formatException(record.exc_info)
+            data["error"] = redact(self.formatException(record.exc_info))
         return json.dumps(data)
 
 
@@ -76,6 +78,9 @@ def resolve_level(*names: str | None) -> int:
 
 
 def setup_logging(level: int, fmt: str = "text") -> None:
+    """Log to stderr; every line is redacted (pipeline/_redact.py), starting with the AWS secrets
+    of the environment."""
+    register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN"))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KlogFormatter())
     root = logging.getLogger()

@@ -19,6 +19,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from ._redact import redact
+
 PREFIX = "cni_pipeline_"
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)
@@ -68,7 +70,8 @@ class Telemetry:
         with self._lock:
             previous = self._status.get(component)
             since = previous[2] if previous and previous[0] == healthy else time.time()
-            self._status[component] = (healthy, message, since)
+            # /readyz shows the message: a component's error may quote what a server echoed.
+            self._status[component] = (healthy, redact(message), since)
             self._awaited.discard(component)
 
     def expect_reports(self, components: Iterable[str]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipeline import PermanentExportError, RetryableExportError, ThrottledError
+from pipeline import PermanentExportError, RetryableExportError, ThrottledError, register_secret
 from pipeline.exporterhelper import AmbiguousExportError
 
 from .config import CloudWatchExporterConfig
@@ -56,9 +56,19 @@ def make_client(config: CloudWatchExporterConfig, region: str) -> Any:
         user_agent_extra="cni-pipeline",
     )
     session = boto3.session.Session()
-    return session.client(
+    client = session.client(
         "cloudwatch", endpoint_url=config.endpoint_url or None, config=botocore_config
     )
+    # The session token travels in every request (and a refreshed one, with IRSA, from then on):
+    # registered as it is sent, so that an error quoting it is never written out.
+    client.meta.events.register("before-send.cloudwatch", _register_session_token)
+    return client
+
+
+def _register_session_token(request: Any, **_: Any) -> None:
+    token = request.headers.get("X-Amz-Security-Token")
+    if token:
+        register_secret(token.decode() if isinstance(token, bytes) else str(token))
 
 
 def principal_of(message: str) -> str:

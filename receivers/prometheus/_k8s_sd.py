@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pipeline import Target
+from pipeline import Target, register_secret
 
 from ._k8s_stores import NodeAttributes, NodeStore, Pod, PodStore
 from ._kubeclient import (
@@ -122,6 +122,10 @@ class KubernetesDiscovery:
 
         self._client_config = cfg
         self._api_host = str(cfg.host).rstrip("/")
+        register_secret(*_tokens_of(cfg))
+        if self._api_host.startswith("https") and not cfg.verify_ssl:
+            self._log.warning("%s: insecure-skip-tls-verify: the API server's certificate is not "
+                              "verified (anyone on the path can read the token)", self.source)
         if self._config.mode == "apiserver_proxy":
             try:
                 self._ssl = api_server_ssl_context(cfg)
@@ -236,6 +240,8 @@ class KubernetesDiscovery:
         with self._auth_lock:
             auth = cfg.auth_settings().get("BearerToken")
         headers = {"Authorization": str(auth["value"])} if auth and auth.get("value") else {}
+        if headers:  # a refreshed token too: never written out, even if a server echoes it
+            register_secret(headers["Authorization"].partition(" ")[2])
         return self._ssl, headers
 
     @property
@@ -247,3 +253,10 @@ class KubernetesDiscovery:
     def reconnects(self) -> int:
         """Failed list/watch requests retried after a backoff, all resources."""
         return sum(r.reconnects for r in self._reflectors)
+
+
+def _tokens_of(cfg: Any) -> list[str]:
+    """The bearer tokens a client configuration holds (``api_key``: ``{"authorization": "Bearer
+    X"}``), to register as secrets."""
+    keys = getattr(cfg, "api_key", None) or {}
+    return [str(value).partition(" ")[2] or str(value) for value in keys.values() if value]
