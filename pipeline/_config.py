@@ -397,17 +397,19 @@ def _resolve_refs(
 def config_warnings(config: Config, registry: Registry) -> list[str]:
     """Things that are valid but probably not what the user meant, for ``validate`` and start.
 
-    A pipeline with no processor that makes metrics (one whose factory has ``planned_metrics``,
-    the hook ``validate`` plans with, as ``cni_aggregate`` does) hands exporters raw scrapes and
-    no aggregates: they would publish nothing useful. Legitimate for a debug pipeline, so a
-    warning rather than an error.
+    A pipeline with no component that makes metrics (one whose factory has ``planned_metrics``,
+    the hook ``validate`` plans with: a processor such as ``cni_aggregate``, or a receiver that
+    collects metrics itself, such as ``aws_subnets``) hands exporters raw scrapes and no
+    aggregates: they would publish nothing useful. Legitimate for a debug pipeline, so a warning
+    rather than an error.
     """
     lines = []
     for spec in config.pipelines:
         makers = [
             cid
-            for cid in spec.processors
-            if hasattr(registry.get(Kind.PROCESSOR, cid.type), "planned_metrics")
+            for kind, ids in ((Kind.RECEIVER, spec.receivers), (Kind.PROCESSOR, spec.processors))
+            for cid in ids
+            if hasattr(registry.get(kind, cid.type), "planned_metrics")
         ]
         if not makers:
             lines.append(

@@ -17,6 +17,7 @@ from cni_pipeline.dropin import dropin_config_data
 from pipeline import Kind
 from pipeline._config import Config, build_config, load_config_text
 from pipeline._registry import Registry
+from receivers.aws_subnets import AwsSubnetsConfig
 from receivers.prometheus.config import PrometheusReceiverConfig
 
 Obj = dict[str, Any]
@@ -102,6 +103,12 @@ def needed(config: Config, namespace: str = "kube-system") -> set[Permission]:
     used = {rid for spec in config.pipelines for rid in spec.receivers}
     for rid in used:
         receiver = config.components(Kind.RECEIVER)[rid]
+        if isinstance(receiver, AwsSubnetsConfig):
+            if receiver.from_nodes:
+                perms.add(("*", "nodes", "list"))
+            if receiver.from_eniconfigs:
+                perms.add(("*", "crd.k8s.amazonaws.com/eniconfigs", "list"))
+            continue
         if not isinstance(receiver, PrometheusReceiverConfig) or receiver.kubernetes_sd is None:
             continue
         sd = receiver.kubernetes_sd
@@ -134,7 +141,7 @@ def granted(objects: list[Obj]) -> set[Permission]:
         bound.add(key)
         for rule in roles[key]["rules"]:
             (group,) = rule["apiGroups"]
-            assert group in ("", "coordination.k8s.io"), rule
+            assert group in ("", "coordination.k8s.io", "crd.k8s.amazonaws.com"), rule
             prefix = f"{group}/" if group else ""
             names = rule.get("resourceNames")
             resources = [f"{prefix}{resource}" + (f"/{name}" if names else "")

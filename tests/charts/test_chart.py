@@ -97,6 +97,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "resources": {},
     },
     "single-replica": {"replicas": 1, "leaderElection": {"enabled": False}},
+    "subnets": {"config": (CONFIGS / "cloudwatch-subnets.yaml").read_text()},
+    "subnets-list-only": {"config": config_text({"prometheus": sd(), "aws_subnets": {
+        "subnet_ids": ["subnet-0123456789abcdef0"], "from_nodes": False,
+        "from_eniconfigs": False}})},
     "lease-name": {"leaderElection": {"leaseName": "cni-lease"},
                    "config": (CONFIGS / "cloudwatch.yaml").read_text()},
     "scheduling": {"priorityClassName": "system-cluster-critical",
@@ -197,6 +201,9 @@ def test_rbac_per_variant(rendered: dict[str, list[Obj]]) -> None:
         pods | nodes | {("cni", "pods", v) for v in READ} | {("cni", "pods/proxy", "get")}
         | lease)
     assert granted(rendered["static-targets-only"]) == lease
+    assert granted(rendered["subnets"]) == pods | lease | {
+        ("*", "nodes", "list"), ("*", "crd.k8s.amazonaws.com/eniconfigs", "list")}
+    assert granted(rendered["subnets-list-only"]) == pods | lease
     assert granted(rendered["lease-name"]) == pods | {
         ("kube-system", LEASES, "create"), ("kube-system", f"{LEASES}/cni-lease", "get"),
         ("kube-system", f"{LEASES}/cni-lease", "update")}

@@ -320,6 +320,9 @@ class KubeAPIServer:
         self.requests: list[RequestRecord] = []
         #: Called at the start of every request with its record (from the handler's thread).
         self.before_request: Callable[[RequestRecord], None] | None = None
+        #: ENIConfig objects (crd.k8s.amazonaws.com/v1alpha1) served as a list; None: the CRD is
+        #: not installed (404).
+        self.eniconfigs: list[Obj] | None = None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="kube-apiserver-")
@@ -455,6 +458,7 @@ class KubeAPIServer:
         zone: str = "",
         instance_type: str = "",
         nodegroup: str = "",
+        instance_id: str = "",
     ) -> Obj:
         all_labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
         if zone:
@@ -473,7 +477,8 @@ class KubeAPIServer:
                 "creationTimestamp": _now(),
                 "labels": all_labels,
             },
-            "spec": {"providerID": f"aws:///{zone or 'us-east-1a'}/i-{uuid.uuid4().hex[:17]}"},
+            "spec": {"providerID": f"aws:///{zone or 'us-east-1a'}/"
+                                   f"{instance_id or 'i-' + uuid.uuid4().hex[:17]}"},
             "status": {
                 "addresses": [{"type": "InternalIP", "address": ip}] if ip else [],
                 "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
@@ -1329,6 +1334,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._collection("pods", "", query, watching)
         elif path == "/api/v1/nodes":
             self._collection("nodes", "", query, watching)
+        elif path == "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs":
+            # Custom networking's ENIConfigs: a plain list; 404 while the CRD is "not installed".
+            if self.api.eniconfigs is None:
+                raise _APIError(status_body(404, "NotFound", "the server could not find the "
+                                                              "requested resource"))
+            self._send_json(200, {"apiVersion": "crd.k8s.amazonaws.com/v1alpha1",
+                                  "kind": "ENIConfigList", "metadata": {"resourceVersion": "1"},
+                                  "items": self.api.eniconfigs})
         elif m := _POD_PROXY.match(path):
             self._proxy(m.group(1), m.group(2), m.group(3) or "/", query)
         elif m := _NS_POD.match(path):

@@ -117,13 +117,15 @@ What the pipeline needs from the cluster, as JSON:
   telemetryPort: the port of service.telemetry.endpoint.
   exporterPorts: the ports the pipeline's prometheus exporters serve.
   cloudwatch:    the pipeline publishes to CloudWatch.
+  subnetNodes:   an aws_subnets receiver lists the nodes (from_nodes).
+  eniconfigs:    an aws_subnets receiver lists the ENIConfigs (from_eniconfigs).
 Drop-in mode (no config) is the Go helper's pipeline: aws-node in kube-system through the pod
 proxy, and :61681 when USE_PROMETHEUS. With a config, only receivers and exporters some pipeline
 uses count (the others are never built), and the defaults are those of
 receivers/prometheus (namespace kube-system, mode direct, node_metadata false).
 */}}
 {{- define "cni-pipeline.plan" -}}
-{{- $plan := dict "pods" (dict) "nodes" false "telemetryPort" 8888 "exporterPorts" (list) "cloudwatch" false }}
+{{- $plan := dict "pods" (dict) "nodes" false "telemetryPort" 8888 "exporterPorts" (list) "cloudwatch" false "subnetNodes" false "eniconfigs" false }}
 {{- if not .Values.config }}
 {{- $_ := set $plan.pods "kube-system" true }}
 {{- $_ := set $plan "cloudwatch" (has (lower (toString .Values.env.USE_CLOUDWATCH)) (list "" "true" "yes" "1" "on")) }}
@@ -151,6 +153,14 @@ receivers/prometheus (namespace kube-system, mode direct, node_metadata false).
 {{- end }}
 {{- range $id := $usedReceivers | uniq | sortAlpha }}
 {{- $receiver := get $receivers $id | default dict }}
+{{- if eq (first (splitList "/" $id)) "aws_subnets" }}
+{{- if ne (include "cni-pipeline.literal" (list (printf "receivers.%s.from_nodes" $id) (dig "from_nodes" true $receiver))) "false" }}
+{{- $_ := set $plan "subnetNodes" true }}
+{{- end }}
+{{- if ne (include "cni-pipeline.literal" (list (printf "receivers.%s.from_eniconfigs" $id) (dig "from_eniconfigs" true $receiver))) "false" }}
+{{- $_ := set $plan "eniconfigs" true }}
+{{- end }}
+{{- end }}
 {{- $sd := get $receiver "kubernetes_sd" }}
 {{- if and (eq (first (splitList "/" $id)) "prometheus") (kindIs "map" $sd) }}
 {{- $where := printf "receivers.%s.kubernetes_sd" $id }}
