@@ -3,9 +3,11 @@
 A simulated fleet of aws-node pods (``simfleet``, its own process) is scraped by the real
 ``prometheus`` receiver, aggregated by ``cni_aggregate`` and published by the real
 ``awscloudwatch`` exporter to a local CloudWatch-compatible endpoint (moto's server). Between
-cycles the fleet's counters move and one node restarts; at the end the demo reads back what
-CloudWatch stored and prints it beside the fleet's truth, computed independently here from the
-rule table of docs/aggregation.md.
+cycles the fleet's counters move, its assigned IPs grow and one node restarts; at the end the demo
+reads back what CloudWatch stored and prints it beside the fleet's truth, computed independently
+here from the rule table of docs/aggregation.md. Beside them: the ``aws_subnets`` receiver's
+subnet capacity, from moto's EC2 (a VPC whose subnets hold instances and ENIs), next to what EC2
+says, and ``ip_forecast``'s hours until the nodes' IPs run out at the growth it saw.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ TRUTH_TABLE: dict[str, tuple[str, str]] = {
 NAMESPACE = "Kubernetes"
 CLUSTER_ID = "demo-cluster"
 REGION = "us-west-2"
+#: IPs each node assigns more every cycle, so that the forecast has a trend to see.
+GROWTH_PER_NODE = 4
 
 
 def expected_values(truth: Any, previous: Any | None) -> dict[str, float]:
@@ -156,16 +160,22 @@ def _fleet_base(nodes: int) -> str | None:
     return None
 
 
-def _config_data(addresses: list[str], interval: float, cw_endpoint: str) -> dict[str, Any]:
+def _config_data(addresses: list[str], interval: float, cw_endpoint: str,
+                 subnets: list[str]) -> dict[str, Any]:
     return {
         "receivers": {
             "prometheus": {
                 "scrape_interval": str(Duration(interval)),
                 "scrape_timeout": str(Duration(max(0.5, interval / 2))),
                 "static_targets": addresses,
-            }
+            },
+            "aws_subnets": {
+                "subnet_ids": subnets, "from_nodes": False, "from_eniconfigs": False,
+                "collection_interval": "5m", "region": REGION, "endpoint_url": cw_endpoint,
+            },
         },
-        "processors": {"cni_aggregate": {}},
+        # A window of two cycles: a forecast from the third cycle on (an hour by default).
+        "processors": {"cni_aggregate": {}, "ip_forecast": {"window": str(Duration(2 * interval))}},
         "exporters": {
             "awscloudwatch": {
                 "namespace": NAMESPACE,
@@ -181,9 +191,10 @@ def _config_data(addresses: list[str], interval: float, cw_endpoint: str) -> dic
             "pipelines": {
                 "metrics": {
                     "receivers": ["prometheus"],
-                    "processors": ["cni_aggregate"],
+                    "processors": ["cni_aggregate", "ip_forecast"],
                     "exporters": ["awscloudwatch", "demo_recorder"],
-                }
+                },
+                "metrics/subnets": {"receivers": ["aws_subnets"], "exporters": ["awscloudwatch"]},
             },
         },
     }
@@ -216,10 +227,77 @@ async def _drive(service: Service, recorder: _Recorder, fleet: Any, cycles: int)
                 note = f"node {fleet.addresses[2]} restarted (counters reset), others counted"
             else:
                 note = "counters and gauges moved on every node"
-            truth = await asyncio.to_thread(fleet.client.advance)
+            truth = await asyncio.to_thread(_advance_and_grow, fleet)
     finally:
         await service.shutdown()
     return results
+
+
+def _advance_and_grow(fleet: Any) -> Any:
+    """The fleet moves on, and every node assigns :data:`GROWTH_PER_NODE` more IPs."""
+    truth = fleet.client.advance()
+    family = "awscni_assigned_ip_addresses"
+    for node in range(len(fleet.addresses)):
+        fleet.client.set_gauge(node, family, truth.gauge_sum(family, [node]) + GROWTH_PER_NODE)
+    return fleet.client.truth()
+
+
+def _make_subnets(endpoint: str) -> list[str]:
+    """A VPC in moto's EC2: two subnets in two zones, addresses taken by instances and ENIs."""
+    import boto3
+
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"]
+               ["SubnetId"] for cidr, zone in (("10.0.1.0/24", "us-west-2a"),
+                                               ("10.0.2.0/26", "us-west-2b"))]
+    ec2.run_instances(ImageId="ami-12345678", MinCount=3, MaxCount=3, SubnetId=subnets[0])
+    for _ in range(40):
+        ec2.create_network_interface(SubnetId=subnets[1])
+    return subnets
+
+
+def _report_subnets_and_forecast(endpoint: str, subnets: list[str], results: list[_Cycle],
+                                 interval: float) -> bool:
+    import boto3
+
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION, endpoint_url=endpoint)
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=endpoint)
+    start, end = results[0].time - 600, results[-1].time + interval
+
+    def stored(name: str, dimensions: list[tuple[str, str]], period: int) -> list[float]:
+        result = cloudwatch.get_metric_data(
+            MetricDataQueries=[{"Id": "q", "MetricStat": {"Metric": {
+                "Namespace": NAMESPACE, "MetricName": name,
+                "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions]},
+                "Period": period, "Stat": "Minimum"}}],
+            StartTime=start, EndTime=end, ScanBy="TimestampAscending")["MetricDataResults"][0]
+        return list(result["Values"])
+
+    print("Subnet capacity (aws_subnets, from moto's EC2), read back from CloudWatch:\n")
+    print(f"  {'subnet':<27}{'zone':<12}{'available (CloudWatch)':<28}{'EC2 says':>12}")
+    all_ok = True
+    described = ec2.describe_subnets(SubnetIds=subnets)["Subnets"]
+    for subnet in sorted(described, key=lambda s: s["SubnetId"]):
+        values = stored("subnetAvailableIPs",
+                        [("CLUSTER_ID", CLUSTER_ID), ("SubnetId", subnet["SubnetId"])], 600)
+        truth = float(subnet["AvailableIpAddressCount"])
+        ok = bool(values) and values[-1] == truth
+        all_ok &= ok
+        shown = ", ".join(f"{v:g}" for v in values) or "nothing"
+        print(f"  {subnet['SubnetId']:<27}{subnet['AvailabilityZone']:<12}{shown:<28}"
+              f"{truth:>12g} {'ok' if ok else 'MISMATCH'}")
+    fullest = stored("minSubnetAvailableIPs", [("CLUSTER_ID", CLUSTER_ID)], 600)
+    least = min(float(s["AvailableIpAddressCount"]) for s in described)
+    ok = bool(fullest) and fullest[-1] == least
+    all_ok &= ok
+    print(f"  {'minSubnetAvailableIPs':<39}{', '.join(f'{v:g}' for v in fullest) or 'nothing':<28}"
+          f"{least:>12g} {'ok' if ok else 'MISMATCH'}")
+    hours = stored("ipExhaustionHours", [("CLUSTER_ID", CLUSTER_ID)], max(1, int(interval)))
+    print(f"\nForecast (ip_forecast): each node assigns {GROWTH_PER_NODE} more IPs a cycle; hours "
+          "until the nodes' IPs run out at that rate,\nper cycle once its window is full: "
+          f"ipExhaustionHours {', '.join(f'{v:.4f}' for v in hours) or 'none yet'}\n")
+    return all_ok
 
 
 def _read_back(endpoint: str, results: list[_Cycle], interval: float) -> dict[str, list[float]]:
@@ -319,11 +397,14 @@ def run_demo(registry: Registry, *, nodes: int, cycles: int, interval: str) -> i
             flush=True,
         )
         with _aws_sandbox(endpoint):
-            data = _config_data(fleet.addresses, seconds, endpoint)
+            subnets = _make_subnets(endpoint)
+            data = _config_data(fleet.addresses, seconds, endpoint, subnets)
             config = build_config(data, "demo (embedded)", registry, {})
             results = asyncio.run(_drive(Service(config, registry), recorder, fleet, cycles))
             stored = _read_back(endpoint, results, seconds)
+            ok = _report(results, stored)
+            ok &= _report_subnets_and_forecast(endpoint, subnets, results, seconds)
     finally:
         fleet.stop()
         moto.stop()
-    return 0 if _report(results, stored) else 1
+    return 0 if ok else 1

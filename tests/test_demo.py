@@ -18,9 +18,12 @@ def test_demo_publishes_what_the_fleet_says():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("  ")]
     table = {row[0]: row for row in rows if len(row) > 2 and row[-1] in ("ok", "MISMATCH:")}
-    assert len(table) == 20
+    assert len(table) == 20 + 2 + 1  # the rules, two subnets and the fullest subnet
+    assert "minSubnetAvailableIPs" in table
     assert all(row[-1] == "ok" for row in table.values())
     assert "MISMATCH" not in proc.stdout
+    forecast = next(line for line in proc.stdout.splitlines() if "ipExhaustionHours" in line)
+    assert float(forecast.split("ipExhaustionHours ")[1].split(",")[0]) > 0
 
 
 def test_demo_moves_to_a_free_range_when_its_addresses_are_held():
