@@ -35,6 +35,8 @@ from pipeline.service import (
 
 from .cloudwatch_cli import add_parsers as add_cloudwatch_parsers
 from .cloudwatch_cli import run_alarms, run_dashboard
+from .doctor import add_parser as add_doctor_parser
+from .doctor import run_doctor
 from .dropin import SOURCE as DROPIN_SOURCE
 from .dropin import dropin_config_data
 from .plan import pipeline_shape, planned_metrics
@@ -151,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         help="print the drop-in pipeline built from the Go helper's environment",
     )
     add_cloudwatch_parsers(sub, common)
+    add_doctor_parser(sub, common)
     demo = sub.add_parser(
         "demo",
         parents=[common],
@@ -233,8 +236,9 @@ def _main(argv: Sequence[str] | None) -> int:
         "components": _cmd_components,
         "print-config": _cmd_print_config,
         "demo": _cmd_demo,
-        "dashboard": _cmd_cloudwatch(run_dashboard),
-        "alarms": _cmd_cloudwatch(run_alarms),
+        "dashboard": _with_config(run_dashboard),
+        "alarms": _with_config(run_alarms),
+        "doctor": _with_config(run_doctor),
     }
     return handlers[command](args, registry)
 
@@ -374,10 +378,11 @@ def _cmd_print_config(args: argparse.Namespace, registry: Registry) -> int:
     return EXIT_OK
 
 
-def _cmd_cloudwatch(
+def _with_config(
     run: Callable[[argparse.Namespace, Config, Registry], int],
 ) -> Callable[[argparse.Namespace, Registry], int]:
-    """``dashboard`` / ``alarms``: the config (or the drop-in one), then the command."""
+    """``dashboard`` / ``alarms`` / ``doctor``: the config (or the drop-in one), then the
+    command."""
 
     def command(args: argparse.Namespace, registry: Registry) -> int:
         try:

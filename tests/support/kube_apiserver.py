@@ -71,7 +71,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from tests.support.http_server import BackgroundHTTPServer
 
@@ -747,6 +747,21 @@ class KubeAPIServer:
         with self._cond:
             self._failures.setdefault(verb, []).extend(copy.deepcopy(body) for _ in range(count))
 
+    def access_review(self, body: Obj) -> Obj:
+        """Answer a SelfSubjectAccessReview as RBAC would under :meth:`deny` and ``permitted``
+        (``resource`` with its subresource: ``pods/proxy``)."""
+        attrs = body.get("spec", {}).get("resourceAttributes", {})
+        resource = attrs.get("resource", "")
+        if attrs.get("subresource"):
+            resource += "/" + attrs["subresource"]
+        verb = attrs.get("verb", "")
+        refused = (resource, verb) in self._denied or (
+            self.permitted is not None and (resource, verb) not in self.permitted)
+        status = {"allowed": not refused}
+        if refused:
+            status["reason"] = f'no RBAC rule allows {verb} on {resource}'
+        return {**body, "status": status}
+
     def deny(self, resource: str, verb: str) -> None:
         """Refuse ``verb`` on ``resource`` with 403, as RBAC does for a missing rule."""
         self._denied.add((resource, verb))
@@ -1231,6 +1246,8 @@ _NS_PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
 _NS_POD = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)$")
 _POD_PROXY = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/proxy(/.*)?$")
 _NODE = re.compile(r"^/api/v1/nodes/([^/]+)$")
+#: SelfSubjectAccessReview: "may I?", answered from the same deny / permitted rules.
+_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 _NS_LEASES = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases$")
 _NS_LEASE = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/leases/([^/]+)$")
 
@@ -1292,7 +1309,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.api._check_failing(record)
             if not self.api._authorized(self.headers.get("Authorization")):
                 raise _APIError(status_body(401, "Unauthorized", "Unauthorized"))
-            if method == "POST" and (m := _NS_LEASES.match(parts.path)):
+            if method == "POST" and parts.path == _ACCESS_REVIEWS:
+                self._send_json(201, self.api.access_review(record.body or {}))
+            elif method == "POST" and (m := _NS_LEASES.match(parts.path)):
                 self.api._check_fault("create", "leases", m.group(1))
                 self._send_json(201, self.api.create_lease(m.group(1), record.body))
             elif method == "PUT" and (m := _NS_LEASE.match(parts.path)):
@@ -1306,7 +1325,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _route(self, path: str, query: dict[str, str]) -> None:
-        if path == "/version":
+        if path in ("/version", "/version/"):  # the client's VersionApi asks with the slash
             self._send_json(200, self._version())
             return
         if not self.api._authorized(self.headers.get("Authorization")):
@@ -1494,7 +1513,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _proxy(self, namespace: str, spec: str, rest: str, query: dict[str, str]) -> None:
         # fail_next("proxy") faults; RBAC sees a proxied GET as "get" on pods/proxy.
         self.api._check_fault("proxy", "pods/proxy", namespace, rbac_verb="get")
-        scheme, name, port = _split_scheme_name_port(spec)
+        # The official client sends "name:port" percent-encoded ("name%3A61678"), as it may.
+        scheme, name, port = _split_scheme_name_port(unquote(spec))
         pod = self.api.get_object("pods", namespace, name)
         ip = pod["status"].get("podIP", "")
         if not ip:
