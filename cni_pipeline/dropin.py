@@ -1,4 +1,5 @@
-"""Drop-in mode: the pipeline the Go ``cni-metrics-helper`` would run, from its environment.
+"""Drop-in mode: the pipeline the Go ``cni-metrics-helper`` would run, from its environment
+(and, with ``SUBNET_CAPACITY=true``, the subnets' IP capacity beside it).
 
 An existing Go-helper Deployment keeps working unchanged: same variables, same meaning, and like
 the Go tool it reaches aws-node through the API server's pod proxy.
@@ -49,6 +50,18 @@ def dropin_config_data(env: Mapping[str, str]) -> dict[str, Any]:
         exporters["prometheus"] = {"endpoint": "0.0.0.0:61681"}
     if not exporters or env.get("AWS_VPC_K8S_CNI_LOGLEVEL", "").lower() == "debug":
         exporters["debug"] = {}
+    data = _go_helper_pipeline(interval, exporters)
+    if _flag(env, "SUBNET_CAPACITY", False):
+        # Not the Go helper's: the subnets' IP capacity (aws_subnets) and its forecast.
+        data["receivers"]["aws_subnets"] = {"region": env.get("AWS_REGION", "")}
+        data["processors"]["ip_forecast/subnets"] = {}
+        data["service"]["pipelines"]["metrics/subnets"] = {
+            "receivers": ["aws_subnets"], "processors": ["ip_forecast/subnets"],
+            "exporters": list(exporters)}
+    return data
+
+
+def _go_helper_pipeline(interval: int, exporters: dict[str, Any]) -> dict[str, Any]:
     return {
         "receivers": {
             "prometheus": {

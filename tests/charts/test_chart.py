@@ -98,6 +98,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "single-replica": {"replicas": 1, "leaderElection": {"enabled": False}},
     "subnets": {"config": (CONFIGS / "cloudwatch-subnets.yaml").read_text()},
+    "drop-in-subnets": {"subnets": {"enabled": True}},
     "subnets-list-only": {"config": config_text({"prometheus": sd(), "aws_subnets": {
         "subnet_ids": ["subnet-0123456789abcdef0"], "from_nodes": False,
         "from_eniconfigs": False}})},
@@ -204,6 +205,8 @@ def test_rbac_per_variant(rendered: dict[str, list[Obj]]) -> None:
     assert granted(rendered["subnets"]) == pods | lease | {
         ("*", "nodes", "list"), ("*", "crd.k8s.amazonaws.com/eniconfigs", "list")}
     assert granted(rendered["subnets-list-only"]) == pods | lease
+    assert granted(rendered["drop-in-subnets"]) == pods | proxy | lease | {
+        ("*", "nodes", "list"), ("*", "crd.k8s.amazonaws.com/eniconfigs", "list")}
     assert granted(rendered["lease-name"]) == pods | {
         ("kube-system", LEASES, "create"), ("kube-system", f"{LEASES}/cni-lease", "get"),
         ("kube-system", f"{LEASES}/cni-lease", "update")}
@@ -356,6 +359,16 @@ def test_one_replica_without_leader_election(rendered: dict[str, list[Obj]]) -> 
     assert "affinity" not in deployment["spec"]["template"]["spec"]
     assert not [o for o in objects if o["kind"] == "PodDisruptionBudget"]
     assert not pipeline_config(objects).service.leader_election.enabled
+
+
+def test_the_subnets_switch(rendered: dict[str, list[Obj]]) -> None:
+    """Drop-in mode gains the aws_subnets pipeline (SUBNET_CAPACITY); with a config the switch
+    is refused, naming what to do instead."""
+    config = pipeline_config(rendered["drop-in-subnets"])
+    assert "metrics/subnets" in {spec.id for spec in config.pipelines}
+    assert container_env(rendered["drop-in-subnets"])["SUBNET_CAPACITY"] == "true"
+    with pytest.raises(helm.HelmRenderError, match="add an aws_subnets receiver to the config"):
+        render({"subnets": {"enabled": True}, "config": VARIANTS["proxy-mode"]["config"]})
 
 
 def test_several_replicas_need_a_leader() -> None:

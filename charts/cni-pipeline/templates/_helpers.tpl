@@ -132,7 +132,14 @@ receivers/prometheus (namespace kube-system, mode direct, node_metadata false).
 {{- if has (lower (toString .Values.env.USE_PROMETHEUS)) (list "true" "yes" "1" "on") }}
 {{- $_ := set $plan "exporterPorts" (list 61681) }}
 {{- end }}
+{{- if .Values.subnets.enabled }}
+{{- $_ := set $plan "subnetNodes" true }}
+{{- $_ := set $plan "eniconfigs" true }}
+{{- end }}
 {{- else }}
+{{- if .Values.subnets.enabled }}
+{{- fail "subnets.enabled: with config set, add an aws_subnets receiver to the config instead (see configs/cloudwatch-subnets.yaml); the chart derives its RBAC from the config" }}
+{{- end }}
 {{- $config := include "cni-pipeline.configData" . | fromJson }}
 {{- $receivers := $config.receivers | default dict }}
 {{- $exporters := $config.exporters | default dict }}
