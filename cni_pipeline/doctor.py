@@ -267,6 +267,10 @@ class Doctor:
                     continue
                 yield Check("fail", "ec2 permissions", f"ec2:{_action(call)}: {code}",
                             "add ec2:DescribeSubnets and ec2:DescribeInstances to the role")
+            except Exception as exc:  # no answer at all: the endpoint, not the permission
+                yield Check("fail", "ec2 permissions", f"ec2:{_action(call)}: {_one_line(exc)}",
+                            "check the network path to EC2 (or the receiver's endpoint_url)")
+                return
             else:
                 yield Check("ok", "ec2 permissions", f"ec2:{_action(call)} allowed")
 

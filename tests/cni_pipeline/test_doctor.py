@@ -25,11 +25,11 @@ CONFIG = """\
 receivers:
   prometheus:
     kubernetes_sd: {{namespace: kube-system, label_selector: "{selector}", mode: {mode}}}
-  aws_subnets: {{endpoint_url: {moto}, region: us-west-2, subnet_ids: [subnet-0123456789abcdef0]}}
+  aws_subnets: {{endpoint_url: {ec2}, region: {region}, subnet_ids: [subnet-0123456789abcdef0]}}
 processors:
   cni_aggregate: {{}}
 exporters:
-  awscloudwatch: {{endpoint_url: {cloudwatch}, region: us-west-2, cluster_id: doctor}}
+  awscloudwatch: {{endpoint_url: {cloudwatch}, region: {region}, cluster_id: doctor}}
   otlp: {{endpoint: "127.0.0.1:{otlp_port}", protocol: grpc, tls: {{insecure: true}}}}
 service:
   telemetry: {{endpoint: ""}}
@@ -77,12 +77,12 @@ def closed_port() -> int:
 
 def doctor(tmp_path: Path, api: KubeAPIServer, moto: Moto, otlp_port: int,
            **changes: Any) -> tuple[int, str]:
-    fields = {"selector": "k8s-app=aws-node", "mode": "direct", "moto": moto.endpoint,
-              "cloudwatch": moto.endpoint, "otlp_port": otlp_port}
+    fields = {"selector": "k8s-app=aws-node", "mode": "direct", "ec2": moto.endpoint,
+              "cloudwatch": moto.endpoint, "otlp_port": otlp_port, "region": "us-west-2"}
     fields.update({k: v for k, v in changes.items() if k in fields})
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG.format(**fields))
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT),
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(tmp_path),
            "KUBECONFIG": str(api.write_kubeconfig(tmp_path / "kubeconfig")),
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_ENDPOINT_URL_STS": moto.endpoint, "AWS_EC2_METADATA_DISABLED": "true",
@@ -169,3 +169,25 @@ def test_otlp_endpoint_closed(tmp_path: Path, api: KubeAPIServer, moto: Moto) ->
     status, output = doctor(tmp_path, api, moto, closed_port())
     assert status == 1
     assert "listens" in line(output, "fail", "otlp")
+
+
+def test_no_kubernetes_credentials(tmp_path: Path, api: KubeAPIServer, moto: Moto,
+                                   otlp_port: int) -> None:
+    status, output = doctor(tmp_path, api, moto, otlp_port, unset=("KUBECONFIG",))
+    assert status == 1
+    assert "set KUBECONFIG" in line(output, "fail", "kubernetes credentials")
+    assert line(output, "skip", "rbac")
+
+
+def test_no_region(tmp_path: Path, api: KubeAPIServer, moto: Moto, otlp_port: int) -> None:
+    status, output = doctor(tmp_path, api, moto, otlp_port, region='""')
+    assert status == 1
+    assert "AWS_REGION" in line(output, "fail", "region")
+
+
+def test_ec2_unreachable(tmp_path: Path, api: KubeAPIServer, moto: Moto, otlp_port: int) -> None:
+    status, output = doctor(tmp_path, api, moto, otlp_port,
+                            ec2=f"http://127.0.0.1:{closed_port()}")
+    assert status == 1
+    assert "endpoint_url" in line(output, "fail", "ec2 permissions")
+
