@@ -21,6 +21,7 @@ from receivers.aws_subnets._sources import Subnet, instance_ids
 from tests.support.kube_apiserver import KubeAPIServer
 from tests.support.moto_server import Moto, aws_test_env, running_moto
 from tests.support.pipeline_process import Replica, eventually, free_port, start_pipeline
+from tests.support.recording import RecordingHost, RecordingSink
 
 ZONE_A, ZONE_B = "us-west-2a", "us-west-2b"
 
@@ -109,33 +110,14 @@ def test_config_problems_name_their_key() -> None:
 
 # -- against moto's EC2 and the test API server --------------------------------------------------
 
-class Recording:
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-
-    async def consume(self, batch: Batch) -> None:
-        self.batches.append(batch)
-
-    def wanted_families(self) -> frozenset[str]:
-        return frozenset()
-
-
-class Host:
-    def __init__(self) -> None:
-        self.statuses: list[tuple[bool, str]] = []
-
-    def report_status(self, healthy: bool, message: str = "") -> None:
-        self.statuses.append((healthy, message))
-
-
 def settings() -> ComponentSettings:
     return ComponentSettings(id=ComponentID("aws_subnets"), kind=Kind.RECEIVER,
                              logger=logging.LoggerAdapter(logging.getLogger("test.subnets"), {}),
                              telemetry=Telemetry(), started_at=time.time())
 
 
-async def first_batch(config: AwsSubnetsConfig) -> tuple[Batch, Host]:
-    sink, host = Recording(), Host()
+async def first_batch(config: AwsSubnetsConfig) -> tuple[Batch, RecordingHost]:
+    sink, host = RecordingSink(), RecordingHost()
     receiver = factory.create(settings(), config, sink)
     await receiver.start(host)
     try:
@@ -186,7 +168,7 @@ async def test_no_eniconfig_crd_and_an_ec2_failure(
     assert watched == {vpc.a, vpc.b}
     broken = AwsSubnetsConfig(subnet_ids=[vpc.a], from_nodes=False, from_eniconfigs=False,
                               endpoint_url="http://127.0.0.1:9", region="us-west-2")
-    sink, host = Recording(), Host()
+    sink, host = RecordingSink(), RecordingHost()
     receiver = factory.create(settings(), broken, sink)
     await receiver.start(host)
     try:
