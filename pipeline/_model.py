@@ -182,22 +182,30 @@ class Metric:
 @dataclass(frozen=True, slots=True)
 class Cycle:
     """A scheduled cycle: ``time`` is its tick (aligned to wall-clock multiples of the interval,
-    UTC seconds), ``previous`` the tick before it, ``index`` counts cycles from 0, ``started`` is
-    when the pipeline started (the window a newly started target is judged against)."""
+    UTC seconds), ``previous`` the tick before it (further back when ticks were skipped),
+    ``index`` counts cycles from 0, ``started`` is when the pipeline started (the window a newly
+    started target is judged against), ``interval`` the schedule's interval (0: unknown)."""
 
     time: float
     previous: float
     index: int = 0
     started: float = 0.0
+    interval: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """What one cycle hands downstream: every discovered target and, after aggregation, metrics."""
+    """What one cycle hands downstream: every discovered target and, after aggregation, metrics.
+
+    ``shard`` says which part of the fleet ``targets`` are: shard ``index`` of ``count`` when
+    several replicas share the fleet (a receiver's ``sharding``), ``(0, 1)`` for all of it. An
+    aggregating processor that publishes partials for a gateway to combine stamps them with it.
+    """
 
     cycle: Cycle
     targets: tuple[TargetScrape, ...] = ()
     metrics: tuple[Metric, ...] = ()
+    shard: tuple[int, int] = (0, 1)
 
     def with_metrics(self, metrics: Sequence[Metric]) -> Batch:
         return dataclasses.replace(self, metrics=self.metrics + tuple(metrics))

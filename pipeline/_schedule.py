@@ -65,7 +65,8 @@ class Ticker:
         if delay > 0:
             await asyncio.sleep(delay)
         previous = self._last if self._last is not None else due - self.interval
-        cycle = Cycle(time=due, previous=previous, index=self._index, started=self.started)
+        cycle = Cycle(time=due, previous=previous, index=self._index, started=self.started,
+                      interval=self.interval)
         self._last = due
         self._index += 1
         return cycle

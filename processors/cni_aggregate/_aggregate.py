@@ -98,8 +98,11 @@ class _TargetState:
 class Aggregator:
     """Turns each cycle's batch into metrics; keeps the state between cycles."""
 
-    def __init__(self, rules: Sequence[Rule], group_by: Sequence[str], staleness: float) -> None:
+    def __init__(self, rules: Sequence[Rule], group_by: Sequence[str], staleness: float,
+                 partials: bool = False) -> None:
         self.rules = tuple(rules)
+        #: Publish each block as a shard's partials (:mod:`._partials`) rather than its values.
+        self.partials = partials
         self.group_by = tuple(group_by)
         self.staleness = float(staleness)
         #: Histogram families, and the names their lines may be filed under, to their lines.
@@ -159,13 +162,14 @@ class Aggregator:
             del states[key]
         cluster = self._block()
         cluster.add(rows, tally)    # only the cluster-wide block counts NaNs: each target once
-        metrics = cluster.metrics(())
+        finish = Block.partials if self.partials else Block.metrics
+        metrics = finish(cluster, ())
         for position, attribute in enumerate(self.group_by):
             parts = rows.split(position)
             for value in sorted(parts):
                 block = self._block()
                 block.add(parts[value], None)
-                metrics.extend(block.metrics(((attribute, value),)))
+                metrics.extend(finish(block, ((attribute, value),)))
         counts = cluster.counts
         stats = CycleStats(
             counts[REPORTING], counts[STALE], counts[FAILED], tally.nan, tally.resets,

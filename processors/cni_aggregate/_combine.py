@@ -26,6 +26,7 @@ from ._histogram import (
     merge_histograms,
 )
 from ._layout import VALUES, Shape
+from ._partials import AVG, COUNT, COVERAGE, MAX, MIN, SUM, exact_parts, partial
 from ._rules import Operation, Rule
 from ._tracker import Tally
 
@@ -74,15 +75,32 @@ class _Combined:
         elif operation is Operation.SUM:
             value = exact_sum(self.sums) + 0.0
         elif operation is Operation.MAX:
-            value = max(self.highs)
+            # + 0.0: max(0.0, -0.0) is whichever came first; this way not even the sign of a
+            # zero depends on the order of targets (or of shards, for a gateway).
+            value = max(self.highs) + 0.0
         elif operation is Operation.MIN:
-            value = min(self.lows)
+            value = min(self.lows) + 0.0
         else:
             value = (exact_sum(self.sums) + 0.0) / self.n
         # rule_metric's call written out: with group_by: [node] this runs for every rule on
         # every node, and the extra call was a tenth of a metric's cost.
         return Metric(rule.name, kind, value, rule.unit, attributes, False, rule.description,
                       None, rule.family, rule.quantile)
+
+    def partial(self, rule: Rule, kind: MetricKind, attributes: Attributes) -> Metric:
+        """What a gateway needs to combine this block with other shards' (:mod:`._partials`)."""
+        operation = rule.operation
+        if operation is Operation.COUNT:
+            return partial(rule_metric(rule, kind, float(self.targets), attributes), COUNT)
+        if operation is Operation.MAX:
+            return partial(rule_metric(rule, kind, max(self.highs) + 0.0, attributes), MAX)
+        if operation is Operation.MIN:
+            return partial(rule_metric(rule, kind, min(self.lows) + 0.0, attributes), MIN)
+        parts = exact_parts(self.sums)
+        metric = rule_metric(rule, kind, parts[0], attributes)
+        if operation is Operation.SUM:
+            return partial(metric, SUM, parts[1:])
+        return partial(metric, AVG, parts[1:], self.n)
 
 
 class RuleFacts:
@@ -185,6 +203,28 @@ class Block:
         metrics.extend(capacity_metrics(by_name, attributes))
         reporting, stale, failed = self.counts
         metrics.extend(coverage_metrics(reporting, stale, failed, attributes))
+        return metrics
+
+    def partials(self, attributes: Attributes) -> list[Metric]:
+        """The block as a shard's partials: each rule's combinable form, and its coverage
+        (capacity metrics are the gateway's to work out from the combined gauges)."""
+        metrics: list[Metric] = []
+        kinds = self._facts.kinds
+        for index, rule in enumerate(self._facts.rules):
+            into = self.combined.get(index)
+            if into is not None and into.targets:
+                metrics.append(into.partial(rule, kinds[index], attributes))
+            elif index in self.histograms:
+                contributions = self.histograms[index]
+                metric = _histogram_metric(rule, contributions, attributes)
+                if rule.operation is Operation.COUNT:
+                    metrics.append(partial(metric, COUNT))
+                else:   # the observations' sum, sent exactly as sums are
+                    rest = exact_parts([c.sum_increase for c in contributions])[1:]
+                    metrics.append(partial(metric, SUM, rest))
+        reporting, stale, failed = self.counts
+        metrics.extend(partial(metric, COVERAGE) for metric in
+                       coverage_metrics(reporting, stale, failed, attributes)[1:])
         return metrics
 
 

@@ -245,8 +245,10 @@ TARGETS_DISCOVERED = "targetsDiscovered"
 TARGETS_REPORTING = "targetsReporting"
 TARGETS_STALE = "targetsStale"
 TARGETS_FAILED = "targetsFailed"
+#: A gateway's (``cni_combine``): shards whose partials a cycle was published without.
+SHARDS_MISSING = "shardsMissing"
 
 DERIVED_NAMES = (
     AVAILABLE_IPS, IP_UTILIZATION, ENI_UTILIZATION,
-    TARGETS_DISCOVERED, TARGETS_REPORTING, TARGETS_STALE, TARGETS_FAILED,
+    TARGETS_DISCOVERED, TARGETS_REPORTING, TARGETS_STALE, TARGETS_FAILED, SHARDS_MISSING,
 )

@@ -82,6 +82,10 @@ class CniAggregateConfig(ComponentConfig):
     default_rules: bool = True
     rules: list[RuleConfig] = field(default_factory=list)
     group_by: list[str] = field(default_factory=list)
+    #: ``metrics``: the cluster-level values. ``partials``: this replica is one shard of several
+    #: (the receiver's ``sharding``), and publishes what a gateway's ``cni_combine`` needs to
+    #: combine the shards into exactly those values (docs/sharding.md).
+    output: Literal["metrics", "partials"] = "metrics"
 
     def validate(self) -> Iterable[tuple[str, str]]:
         if self.staleness < 0:

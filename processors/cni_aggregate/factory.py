@@ -34,8 +34,8 @@ class CniAggregateFactory:
         cfg = _checked(config)
         rules, _ = resolve_rules(cfg)
         return CniAggregateProcessor(
-            settings, rules, list(cfg.group_by), float(cfg.staleness), next_consumer
-        )
+            settings, rules, list(cfg.group_by), float(cfg.staleness), next_consumer,
+            partials=cfg.output == "partials")
 
     def planned_metrics(
         self, config: ComponentConfig, shape: ClusterShape, upstream: Sequence[Metric] = ()

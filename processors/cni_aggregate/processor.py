@@ -19,6 +19,7 @@ from pipeline import (
 )
 
 from ._aggregate import Aggregator, CycleStats
+from ._partials import stamp
 from ._rules import GROUP_KEYS, UNKNOWN_GROUP, Rule
 from ._wanted import series_filters, wanted_families
 
@@ -42,11 +43,12 @@ class CniAggregateProcessor:
         group_by: list[str],
         staleness: float,
         next_consumer: MetricsConsumer,
+        partials: bool = False,
     ) -> None:
         self._settings = settings
         self._log = settings.logger
         self._next = next_consumer
-        self._aggregator = Aggregator(rules, group_by, staleness)
+        self._aggregator = Aggregator(rules, group_by, staleness, partials)
         self._families = wanted_families(rules)
         self._line_filters = series_filters(rules)
         self._closed = False
@@ -97,9 +99,11 @@ class CniAggregateProcessor:
 
     async def start(self, host: Host) -> None:
         self._log.info(
-            "aggregating %d rules, group_by=%s, staleness=%gs",
+            "aggregating %d rules, group_by=%s, staleness=%gs%s",
             len(self._aggregator.rules), list(self._aggregator.group_by),
             self._aggregator.staleness,
+            ", publishing partials for a gateway's cni_combine" if self._aggregator.partials
+            else "",
         )
 
     async def shutdown(self) -> None:
@@ -122,6 +126,8 @@ class CniAggregateProcessor:
             self._check_groups(batch)
         began = time.perf_counter()
         metrics, stats = self._aggregator.aggregate(batch)
+        if self._aggregator.partials:
+            metrics = stamp(metrics, batch)
         self._record(stats, time.perf_counter() - began)
         await self._next.consume(batch.with_metrics(metrics))
 

@@ -199,7 +199,8 @@ class PrometheusReceiver:
         self.settings.telemetry.tick(float(self.config.scrape_interval))
         await pool.sync(self._current_targets())
         scrapes = await pool.scrape_all(self._options_for())
-        batch = Batch(cycle=cycle, targets=scrapes)
+        batch = Batch(cycle=cycle, targets=scrapes,
+                      shard=(self._shard.index, self._shard.count))
         self._in_consume = True
         try:
             await self._next.consume(batch)

@@ -147,7 +147,7 @@ SNAKE = {
     "availableIPAddresses": "available_ip_addresses", "ipUtilization": "ip_utilization",
     "eniUtilization": "eni_utilization", "targetsDiscovered": "targets_discovered",
     "targetsReporting": "targets_reporting", "targetsStale": "targets_stale",
-    "targetsFailed": "targets_failed",
+    "targetsFailed": "targets_failed", "shardsMissing": "shards_missing",
 }
 
 
