@@ -54,6 +54,9 @@ class OtlpReceiver:
         except (OSError, RuntimeError) as exc:
             await self.shutdown()
             raise ComponentError(f"cannot listen: {exc}", str(self.settings.id)) from exc
+        # Ready once listening: what it receives is pushed, so there is no first cycle to wait
+        # for (and a Service routes to a pod only once it is ready).
+        host.report_status(True)
 
     async def shutdown(self) -> None:
         if self._grpc is not None:
