@@ -19,6 +19,8 @@ BENCHES = [
      ["bench_aggregate.py", "--targets", "5000"]),
     ("whole cycle: loopback fleets of 1,000 and 5,000 targets, 40 KB gzip'd pages",
      ["bench_cycle.py", "--targets", "1000", "5000"]),
+    ("sharded: 4 shards + a gateway over 20,000 nodes, CPU per process, result checked exact",
+     ["bench_sharded.py", "--nodes", "20000", "--shards", "4", "--interval", "20s"]),
     ("CloudWatch exporter: datum encoding and batching", ["bench_awscloudwatch.py"]),
     ("simulated fleet: requests/s it can serve (it must outrun the scraper)",
      ["bench_fleet.py", "--nodes", "1000"]),

@@ -217,4 +217,11 @@ def test_other_metrics_pass_through() -> None:
     plain = Metric("somethingElse", MetricKind.GAUGE, 1.0)
     reports, others = reports_of(Batch(cycle=batch(0, []).cycle, metrics=(plain,)))
     assert (reports, others) == ([], [plain])
-    assert Report  # the type the processor hands the combiner
+
+
+def test_a_report_in_a_cycle_already_published_is_late() -> None:
+    combiner = Combiner(staleness=300.0)
+    combiner.add(Report(30.0, 0, 2, 30.0))
+    combiner.publish(30.0)
+    assert combiner.add(Report(30.0, 1, 2, 30.0)) is Added.LATE
+    assert combiner.late == 1
