@@ -19,6 +19,8 @@ BENCHES = [
      ["bench_aggregate.py", "--targets", "5000"]),
     ("whole cycle: loopback fleets of 1,000 and 5,000 targets, 40 KB gzip'd pages",
      ["bench_cycle.py", "--targets", "1000", "5000"]),
+    ("beside real Prometheus: CPU per scrape of the same 1,000-node fleet, and the ratio",
+     ["bench_prometheus.py", "--nodes", "1000", "--interval", "5s"]),
     ("sharded: 4 shards + a gateway over 20,000 nodes, CPU per process, result checked exact",
      ["bench_sharded.py", "--nodes", "20000", "--shards", "4", "--interval", "20s"]),
     ("CloudWatch exporter: datum encoding and batching", ["bench_awscloudwatch.py"]),
