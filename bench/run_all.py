@@ -21,6 +21,8 @@ BENCHES = [
      ["bench_cycle.py", "--targets", "1000", "5000"]),
     ("beside real Prometheus: CPU per scrape of the same 1,000-node fleet, and the ratio",
      ["bench_prometheus.py", "--nodes", "1000", "--interval", "5s"]),
+    ("apiserver_proxy against direct: CPU per scrape, connections to and bytes through the "
+     "API server (TLS)", ["bench_proxy.py", "--nodes", "500", "--interval", "5s"]),
     ("sharded: 4 shards + a gateway over 20,000 nodes, CPU per process, result checked exact",
      ["bench_sharded.py", "--nodes", "20000", "--shards", "4", "--interval", "20s"]),
     ("CloudWatch exporter: datum encoding and batching", ["bench_awscloudwatch.py"]),

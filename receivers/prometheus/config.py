@@ -39,6 +39,7 @@ DEFAULT_RECONNECT_BACKOFF_MAX = Duration(30.0)
 #: Pods per list page; 0 lists in one response.
 DEFAULT_PAGE_SIZE = 500
 MODES = ("direct", "apiserver_proxy")
+DEFAULT_PROXY_CONNECTIONS = 16
 SCHEMES = ("http", "https")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -81,8 +82,14 @@ class KubernetesSDConfig:
     request_timeout: Duration = DEFAULT_REQUEST_TIMEOUT
     reconnect_backoff: Duration = DEFAULT_RECONNECT_BACKOFF
     reconnect_backoff_max: Duration = DEFAULT_RECONNECT_BACKOFF_MAX
+    #: ``apiserver_proxy`` only: scrapes in flight through the API server at once, so as many
+    #: kept-alive TLS connections to it (client-go's HTTP/2 uses one; hundreds of HTTP/1.1
+    #: connections would load the API server and pay a TLS handshake each).
+    proxy_connections: int = DEFAULT_PROXY_CONNECTIONS
 
     def validate(self) -> Iterable[tuple[str, str]]:
+        if self.proxy_connections < 1:
+            yield "proxy_connections", "must be at least 1"
         if self.namespace and not _DNS_LABEL.match(self.namespace):
             yield "namespace", f'"{self.namespace}" is not a valid namespace name'
         problem = label_selector_problem(self.label_selector)

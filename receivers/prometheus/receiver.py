@@ -104,7 +104,7 @@ class PrometheusReceiver:
             wanted=self._next.wanted_families(),
             series=wanted_series_of(self._next),
             sample_limit=self.config.sample_limit,
-            max_concurrency=self.config.max_concurrency,
+            max_concurrency=self._concurrency(),
             count_all_samples=self.config.count_all_samples,
         )
         if self.config.kubernetes_sd is not None:
@@ -190,6 +190,14 @@ class PrometheusReceiver:
         ready, failed = await pool.connect_all(budget, self._options_for())
         self._log.info("connected to %d of %d targets ahead of the first cycle in %.2fs",
                        ready, ready + failed, time.monotonic() - began)
+
+    def _concurrency(self) -> int:
+        """Scrapes in flight at once: ``max_concurrency``, and through the API server no more
+        than ``kubernetes_sd.proxy_connections`` (each takes a connection to it)."""
+        sd = self.config.kubernetes_sd
+        if sd is not None and sd.mode == "apiserver_proxy":
+            return min(self.config.max_concurrency, sd.proxy_connections)
+        return self.config.max_concurrency
 
     async def run_cycle(self, cycle: Cycle) -> Batch:
         """One cycle: sync the pool, scrape everything, hand the batch on, record and log."""

@@ -318,6 +318,10 @@ class KubeAPIServer:
         self.split_events = split_events
         self.version = version
         self.requests: list[RequestRecord] = []
+        #: Requests answered through pods/proxy, and the response body bytes they carried (what
+        #: passed through the API server: bench/bench_proxy.py reads them).
+        self.proxied_requests = 0
+        self.proxied_bytes = 0
         #: Called at the start of every request with its record (from the handler's thread).
         self.before_request: Callable[[RequestRecord], None] | None = None
         #: ENIConfig objects (crd.k8s.amazonaws.com/v1alpha1) served as a list; None: the CRD is
@@ -1548,6 +1552,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        self.api.proxied_requests += 1
+        self.api.proxied_bytes += len(body)
 
     def _send_json(self, code: int, body: Obj) -> None:
         data = json.dumps(body).encode()

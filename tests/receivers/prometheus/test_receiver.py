@@ -468,3 +468,28 @@ async def test_kubernetes_sd_through_the_apiserver_proxy(tmp_path: Path) -> None
         assert set(scrape.families) == WANTED
     assert len(proxied) >= 2
     assert all(r.headers.get("Authorization") == "Bearer s3cret" for r in proxied)
+
+
+async def test_proxy_mode_holds_at_most_proxy_connections_to_the_api_server(
+        tmp_path: Path) -> None:
+    """Eight aws-node pods through the pod proxy with proxy_connections 2: every one scraped,
+    over no more than two kept-alive connections to the API server (not one per scrape)."""
+    port = free_port("127.0.0.45")
+    server = await serve_page("127.0.0.45", "page-gzip", port)
+    consumer = RecordingConsumer()
+    with KubeAPIServer(tls=True) as api:
+        for n in range(8):
+            api.add_pod(f"aws-node-{n}", "127.0.0.45", f"node-{n}", port=port)
+        sd = KubernetesSDConfig(kubeconfig=str(api.write_kubeconfig(tmp_path / "kubeconfig")),
+                                port=port, mode="apiserver_proxy", proxy_connections=2)
+        receiver = factory.create(settings(), replace(config([]), kubernetes_sd=sd), consumer)
+        await receiver.start(RecordingHost())
+        try:
+            await consumer.wait_for(3)
+            opened = receiver._client.connections_opened
+        finally:
+            await receiver.shutdown()
+    server.close()
+    for batch in consumer.batches[:3]:
+        assert len(batch.targets) == 8 and all(s.health.up for s in batch.targets)
+    assert 1 <= opened <= 2, opened
