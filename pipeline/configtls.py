@@ -1,6 +1,7 @@
-"""Client TLS settings, one struct for every component that connects out, as the OpenTelemetry
-Collector's ``configtls.ClientConfig``: the prometheus receiver's https scrapes and the OTLP
-exporter's connection read the same ``tls:`` keys.
+"""TLS settings, as the OpenTelemetry Collector's ``configtls``: one client struct for every
+component that connects out (``ClientConfig``: the prometheus receiver's https scrapes and the OTLP
+exporter's connection read the same ``tls:`` keys), one server struct for every component that
+listens (``ServerConfig``: the otlp receiver's endpoints).
 
 Validation checks what a config says on its own (a certificate without its key); the files are
 read when the component starts, where they live (a config is often validated on a laptop for a
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ._errors import ComponentError
 
-__all__ = ["FILE_KEYS", "ClientTLSConfig"]
+__all__ = ["FILE_KEYS", "ClientTLSConfig", "ServerTLSConfig"]
 
 FILE_KEYS = ("ca_file", "cert_file", "key_file")
 
@@ -70,4 +71,55 @@ class ClientTLSConfig:
         if self.insecure_skip_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerTLSConfig:
+    """``tls:`` of a server. No ``cert_file``: plaintext. ``client_ca_file``: clients must show a
+    certificate signed by it (mutual TLS)."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+    def validate(self) -> Iterable[tuple[str, str]]:
+        if bool(self.cert_file) != bool(self.key_file):
+            yield ("key_file" if self.cert_file else "cert_file",
+                   "cert_file and key_file go together")
+        if self.client_ca_file and not self.cert_file:
+            yield "client_ca_file", "needs cert_file and key_file (a server certificate)"
+
+    def read(self, key: str) -> bytes | None:
+        """The contents of the file ``key`` names, None if unset (error names the key)."""
+        path = getattr(self, key)
+        if not path:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise ComponentError(f"tls.{key}: cannot read {path}: {exc.strerror or exc}") from exc
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A server context. Raises :class:`ComponentError` naming the key of a file that cannot
+        be read or loaded."""
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            self.read(key)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        except (ssl.SSLError, ValueError) as exc:
+            raise ComponentError(f"tls.cert_file: cannot load {self.cert_file} with "
+                                 f"{self.key_file}: {exc}") from exc
+        if self.client_ca_file:
+            try:
+                context.load_verify_locations(self.client_ca_file)
+            except (ssl.SSLError, ValueError) as exc:
+                raise ComponentError(f"tls.client_ca_file: cannot load "
+                                     f"{self.client_ca_file}: {exc}") from exc
+            context.verify_mode = ssl.CERT_REQUIRED
         return context

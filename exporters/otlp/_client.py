@@ -7,6 +7,7 @@ is retryable within ``timeout`` (see :mod:`.exporter` for why ours does not retr
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlparse
 
 from opentelemetry.sdk.metrics.export import MetricExporter
@@ -56,6 +57,7 @@ def build_http_exporter(config: OtlpExporterConfig) -> MetricExporter:
     for key in FILE_KEYS:
         config.tls.read(key)  # fail at start, naming the key, not at first send
     return OTLPMetricExporter(
+        session=_ca_file_session() if config.tls.ca_file else None,
         endpoint=config.resolved_endpoint(),
         certificate_file=config.tls.ca_file or None,
         client_key_file=config.tls.key_file or None,
@@ -70,3 +72,24 @@ def build_sdk_exporter(config: OtlpExporterConfig) -> MetricExporter:
     if config.protocol == "grpc":
         return build_grpc_exporter(config)
     return build_http_exporter(config)
+
+
+def _ca_file_session() -> Any:
+    """A requests session that keeps ``tls.ca_file``.
+
+    The SDK sets the CA file as the session's ``verify``, but requests lets ``REQUESTS_CA_BUNDLE``
+    / ``CURL_CA_BUNDLE`` from the environment override a session's ``verify`` (requests issue
+    3829), and many images set them: the configured CA was then ignored and every send failed
+    certificate verification. Proxies and the rest of the environment still apply.
+    """
+    import requests
+
+    class Session(requests.Session):
+        def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                       cert: Any) -> Any:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if verify is None and isinstance(self.verify, str):
+                settings["verify"] = self.verify
+            return settings
+
+    return Session()

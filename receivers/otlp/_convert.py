@@ -4,8 +4,11 @@ metric with its kind, unit, description and point attributes.
 Gauges stay gauges; a monotonic delta sum is a counter (its point is the increase); a monotonic
 cumulative sum becomes a counter too, its increase taken against the series' previous point (the
 first point of a series counts whole if the series started after the receiver did, else it is a
-baseline, as the scrape side judges a new target); a non-monotonic sum is a gauge. Histograms and
-summaries are not taken yet (counted as dropped by the receiver).
+baseline, as the scrape side judges a new target); a non-monotonic sum is a gauge. An
+explicit-bucket histogram is a distribution of the cycle (delta: as sent; cumulative: the
+increase of each bucket, its sum and count over the series' previous point, with the same
+first-point rule, and counted whole after a drop or a change of bounds). Summaries and
+exponential histograms are not taken (counted as dropped by the receiver).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline import Batch, Cycle, Metric, MetricKind
+from pipeline import Batch, Cycle, Distribution, Metric, MetricKind
 
 #: UCUM units as CloudWatch names them (the otlp exporter's mapping, reversed).
 UNITS = {"1": "Count", "ms": "Milliseconds", "s": "Seconds", "us": "Microseconds", "%": "Percent",
@@ -30,6 +33,7 @@ class Converter:
     def __init__(self, started_at: float = 0.0) -> None:
         self._started_at = started_at
         self._last: dict[SeriesKey, float] = {}
+        self._last_histogram: dict[SeriesKey, Distribution] = {}
         self.dropped = 0
 
     def batches(self, request: Any, interval: float = 30.0) -> list[Batch]:
@@ -70,8 +74,38 @@ class Converter:
                         last = 0.0  # the series began while we listened: all of it is new
                     value = value - last if value >= last else value  # a reset: counts whole
                 yield _at(point), _metric(metric, MetricKind.COUNTER, value, unit, point)
+        elif field == "histogram":
+            cumulative = metric.histogram.aggregation_temporality == _CUMULATIVE
+            for point in metric.histogram.data_points:
+                dist = Distribution(tuple(point.explicit_bounds),
+                                    tuple(map(float, point.bucket_counts)), float(point.sum),
+                                    float(point.count))
+                if cumulative:
+                    key = (metric.name, _attributes(point.attributes), resource)
+                    previous = self._last_histogram.get(key)
+                    self._last_histogram[key] = dist
+                    if previous is None and point.start_time_unix_nano / _NS < self._started_at:
+                        continue  # a baseline, as for sums
+                    if previous is not None:
+                        dist = _increase(dist, previous)
+                yield _at(point), Metric(
+                    metric.name, MetricKind.DISTRIBUTION, dist.count, unit,
+                    _attributes(point.attributes), description=metric.description,
+                    distribution=dist)
         else:
             self.dropped += 1
+
+
+def _increase(now: Distribution, last: Distribution) -> Distribution:
+    """A cumulative histogram's increase over its previous point: bucket by bucket; the whole of
+    it after a reset (a count that dropped) or a change of bucket bounds."""
+    if (now.bounds != last.bounds or len(now.counts) != len(last.counts)
+            or now.count < last.count
+            or any(c < p for c, p in zip(now.counts, last.counts, strict=True))):
+        return now
+    return Distribution(now.bounds,
+                        tuple(c - p for c, p in zip(now.counts, last.counts, strict=True)),
+                        now.sum - last.sum, now.count - last.count)
 
 
 def _at(point: Any) -> float:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline import ByteSize, ComponentConfig, parse_endpoint
+from pipeline.configtls import ServerTLSConfig
 
 DEFAULT_GRPC = "0.0.0.0:4317"
 DEFAULT_HTTP = "0.0.0.0:4318"
@@ -15,6 +16,8 @@ DEFAULT_HTTP = "0.0.0.0:4318"
 class ProtocolConfig:
     #: ``host:port`` to listen on; empty: this protocol is off.
     endpoint: str = ""
+    #: ``cert_file`` and ``key_file``: TLS (else plaintext); ``client_ca_file``: mutual TLS.
+    tls: ServerTLSConfig = field(default_factory=ServerTLSConfig)
 
 
 @dataclass(frozen=True, kw_only=True)

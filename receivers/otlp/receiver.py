@@ -19,6 +19,7 @@ from pipeline import (
     MetricsConsumer,
     parse_endpoint,
 )
+from pipeline.configtls import ServerTLSConfig
 
 from ._convert import Converter
 from .config import DEFAULT_GRPC, DEFAULT_HTTP, OtlpReceiverConfig
@@ -48,9 +49,13 @@ class OtlpReceiver:
         protocols = self.config.protocols
         try:
             if protocols.grpc.endpoint:
-                await self._start_grpc(protocols.grpc.endpoint)
+                await self._start_grpc(protocols.grpc.endpoint, protocols.grpc.tls)
             if protocols.http.endpoint:
-                self._start_http(protocols.http.endpoint, asyncio.get_running_loop())
+                self._start_http(protocols.http.endpoint, protocols.http.tls,
+                                 asyncio.get_running_loop())
+        except ComponentError as exc:   # a TLS file that cannot be read or loaded, named
+            await self.shutdown()
+            raise ComponentError(str(exc), str(self.settings.id)) from exc
         except (OSError, RuntimeError) as exc:
             await self.shutdown()
             raise ComponentError(f"cannot listen: {exc}", str(self.settings.id)) from exc
@@ -76,7 +81,7 @@ class OtlpReceiver:
 
     # -- gRPC ----------------------------------------------------------------------------------
 
-    async def _start_grpc(self, endpoint: str) -> None:
+    async def _start_grpc(self, endpoint: str, tls: ServerTLSConfig) -> None:
         import grpc
         from opentelemetry.proto.collector.metrics.v1 import (
             metrics_service_pb2,
@@ -95,23 +100,38 @@ class OtlpReceiver:
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
             Servicer(), server)
         host, port = parse_endpoint(endpoint, DEFAULT_GRPC)
-        self.grpc_port = server.add_insecure_port(f"{_bracket(host)}:{port}")
+        address = f"{_bracket(host)}:{port}"
+        if tls.enabled:
+            tls.ssl_context()   # every file readable and loadable, or an error naming its key
+            key, cert = tls.read("key_file"), tls.read("cert_file")
+            client_ca = tls.read("client_ca_file")
+            credentials = grpc.ssl_server_credentials(
+                [(key, cert)], root_certificates=client_ca,
+                require_client_auth=client_ca is not None)
+            self.grpc_port = server.add_secure_port(address, credentials)
+        else:
+            self.grpc_port = server.add_insecure_port(address)
         if not self.grpc_port:
             raise OSError(f"cannot bind {endpoint}")
         await server.start()
         self._grpc = server
-        self._log.info("OTLP/gRPC on %s:%d", host, self.grpc_port)
+        self._log.info("OTLP/gRPC on %s:%d%s", host, self.grpc_port,
+                       " (TLS)" if tls.enabled else "")
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def _start_http(self, endpoint: str, loop: asyncio.AbstractEventLoop) -> None:
+    def _start_http(self, endpoint: str, tls: ServerTLSConfig,
+                    loop: asyncio.AbstractEventLoop) -> None:
         host, port = parse_endpoint(endpoint, DEFAULT_HTTP)
+        context = tls.ssl_context() if tls.enabled else None
         handler = _handler(self, loop, int(self.config.max_recv_msg_size))
         self._http = ThreadingHTTPServer((host, port), handler)
+        if context is not None:
+            self._http.socket = context.wrap_socket(self._http.socket, server_side=True)
         self.http_port = self._http.server_address[1]
         threading.Thread(target=self._http.serve_forever, daemon=True,
                          name=f"{self.settings.id} http").start()
-        self._log.info("OTLP/HTTP on %s:%d", host, self.http_port)
+        self._log.info("OTLP/HTTP%s on %s:%d", "S" if context else "", host, self.http_port)
 
 
 def _handler(receiver: OtlpReceiver, loop: asyncio.AbstractEventLoop, limit: int

@@ -1,6 +1,7 @@
 """The ``otlp`` receiver fed by the real ``otlp`` exporter, over gRPC and HTTP, with delta and
-cumulative counters: what the exporter was handed comes out of the receiver as the same metrics
-(names, kinds, values, units, attributes, descriptions), one batch per cycle time."""
+cumulative counters and histograms: what the exporter was handed comes out of the receiver as
+the same metrics (names, kinds, values, units, attributes, descriptions), one batch per cycle
+time; and over TLS."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -21,15 +23,18 @@ from pipeline import (
     ComponentID,
     ComponentSettings,
     Cycle,
+    Distribution,
     Kind,
     Metric,
     MetricKind,
     Telemetry,
     validate_config,
 )
+from pipeline.configtls import ClientTLSConfig, ServerTLSConfig
 from receivers.otlp import OtlpReceiverConfig
 from receivers.otlp import factory as receiver_factory
 from receivers.otlp.config import ProtocolConfig, ProtocolsConfig
+from tests.support.kube_apiserver import make_certificates
 from tests.support.recording import RecordingHost, RecordingSink
 
 T0 = 1_800_000_000.0
@@ -50,6 +55,9 @@ def batch(n: int, added: float) -> Batch:
                description="IPs assigned"),
         Metric("addReqCount", MetricKind.COUNTER, added, "Count", description="add requests"),
         Metric("awsAPILatency", MetricKind.GAUGE, 842.5, "Milliseconds"),
+        Metric("reconcileSeconds", MetricKind.DISTRIBUTION, 3.0 + n, "Seconds",
+               description="reconcile time", distribution=Distribution(
+                   (0.1, 1.0), (1.0 + n, 2.0, 0.0), 0.25 * n + 1.5, 3.0 + n)),
     ))
 
 
@@ -100,6 +108,9 @@ async def test_what_the_exporter_sends_the_receiver_hands_on(protocol: str,
         assert got[("assignIPAddresses", ())].description == "IPs assigned"
         assert got[("awsAPILatency", ())].unit == "Milliseconds"
         assert got[("awsAPILatency", ())].kind is MetricKind.GAUGE
+        histogram = got[("reconcileSeconds", ())]
+        assert histogram.kind is MetricKind.DISTRIBUTION and histogram.unit == "Seconds"
+        assert histogram.distribution == batch(n, 0.0).metrics[-1].distribution
         counter = got[("addReqCount", ())]
         assert counter.kind is MetricKind.COUNTER and counter.unit == "Count"
         # Cumulative totals come back as the same increases (the first total: the first one).
@@ -159,3 +170,70 @@ def test_a_cumulative_series_older_than_the_receiver_starts_from_a_baseline() ->
     assert [(m.name, m.value) for m in second.metrics] == [("addReqCount", 12.0)]
     (reset,) = converter.batches(request(3.0, T0 + 60))
     assert reset.metrics[0].value == 3.0  # a drop is a reset: the new total counts whole
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+async def test_tls_with_the_exporter_trusting_our_ca(protocol: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """protocols.<p>.tls: the exporter verifies the receiver's certificate against the CA and
+    its batches arrive; a plaintext sender gets nothing in. REQUESTS_CA_BUNDLE is set, as many
+    images set it: the exporter's ca_file must still win (requests would let it override)."""
+    import requests.certs
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", requests.certs.where())
+    cert, key, ca = make_certificates(tmp_path)
+    port = free_port()
+    endpoint = f"127.0.0.1:{port}"
+    tls = ServerTLSConfig(cert_file=str(cert), key_file=str(key))
+    on = ProtocolConfig(endpoint=endpoint, tls=tls)
+    protocols = (ProtocolsConfig(grpc=on, http=ProtocolConfig()) if protocol == "grpc"
+                 else ProtocolsConfig(grpc=ProtocolConfig(), http=on))
+    sink = RecordingSink()
+    receiver = receiver_factory.create(settings(Kind.RECEIVER, "receiver"),
+                                       OtlpReceiverConfig(protocols=protocols), sink)
+    await receiver.start(RecordingHost())
+    url = endpoint if protocol == "grpc" else f"https://{endpoint}"
+    try:
+        exporter = exporter_factory.create(settings(Kind.EXPORTER, "exporter"), OtlpExporterConfig(
+            endpoint=url, protocol=protocol, cluster_id="c", region="us-west-2",
+            tls=ClientTLSConfig(ca_file=str(ca))))
+        await exporter.start(RecordingHost())
+        try:
+            await exporter.consume(batch(0, 4.0))
+            await exporter.delivered()
+            async with asyncio.timeout(20):
+                while not sink.batches:
+                    await asyncio.sleep(0.05)
+        finally:
+            await exporter.shutdown()
+        got = {m.name: m.value for m in sink.batches[0].metrics if not m.attributes}
+        assert got["addReqCount"] == 4.0
+        if protocol == "http":  # plaintext to a TLS port: refused, nothing handed on
+            received = len(sink.batches)
+            request = urllib.request.Request(f"http://{endpoint}/v1/metrics", data=b"",
+                                             method="POST")
+            with pytest.raises((urllib.error.URLError, ConnectionError)):
+                urllib.request.urlopen(request, timeout=5)
+            assert len(sink.batches) == received
+    finally:
+        await receiver.shutdown()
+
+
+async def test_a_tls_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    tls = ServerTLSConfig(cert_file=str(tmp_path / "missing.crt"),
+                          key_file=str(tmp_path / "missing.key"))
+    protocols = ProtocolsConfig(grpc=ProtocolConfig(endpoint=f"127.0.0.1:{free_port()}",
+                                                    tls=tls))
+    receiver = receiver_factory.create(settings(Kind.RECEIVER, "receiver"),
+                                       OtlpReceiverConfig(protocols=protocols), RecordingSink())
+    with pytest.raises(ComponentError, match=r"tls\.cert_file: cannot read .*missing\.crt"):
+        await receiver.start(RecordingHost())
+
+
+def test_tls_config_problems_are_named() -> None:
+    half = ProtocolConfig(endpoint="127.0.0.1:4317", tls=ServerTLSConfig(cert_file="a.crt"))
+    mutual = ProtocolConfig(endpoint="127.0.0.1:4318",
+                            tls=ServerTLSConfig(client_ca_file="ca.crt"))
+    problems = validate_config(OtlpReceiverConfig(protocols=ProtocolsConfig(grpc=half,
+                                                                            http=mutual)))
+    assert ("protocols.grpc.tls.key_file", "cert_file and key_file go together") in problems
+    assert any(key == "protocols.http.tls.client_ca_file" for key, _ in problems), problems
