@@ -122,11 +122,14 @@ def needed(config: Config, namespace: str = "kube-system") -> set[Permission]:
 
 
 def granted(objects: list[Obj]) -> set[Permission]:
-    """What the RBAC objects grant the pod's service account. Every role must be bound to it
-    and every rule be in the core API group, so nothing is granted unseen."""
-    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
-    namespace = only(objects, "Deployment")["metadata"]["namespace"]
-    subject = {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": namespace}
+    """What the RBAC objects grant the pods' service account (the Deployment's, or with
+    sharding the StatefulSets', which must share one). Every role must be bound to it and every
+    rule be in the core API group, so nothing is granted unseen."""
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    subjects = [{"kind": "ServiceAccount", "namespace": o["metadata"]["namespace"],
+                 "name": o["spec"]["template"]["spec"]["serviceAccountName"]} for o in workloads]
+    subject = subjects[0]
+    assert all(other == subject for other in subjects), subjects
     roles = {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
              for o in objects if o["kind"] in ("Role", "ClusterRole")}
     bound: set[tuple[str, str, str]] = set()

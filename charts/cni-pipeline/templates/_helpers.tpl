@@ -126,7 +126,17 @@ receivers/prometheus (namespace kube-system, mode direct, node_metadata false).
 */}}
 {{- define "cni-pipeline.plan" -}}
 {{- $plan := dict "pods" (dict) "nodes" false "telemetryPort" 8888 "exporterPorts" (list) "cloudwatch" false "subnetNodes" false "eniconfigs" false }}
-{{- if not .Values.config }}
+{{- if .Values.sharding.enabled }}
+{{- if .Values.config }}
+{{- fail "sharding.enabled: the chart writes the shards' and the gateway's configs (as configs/sharded/); leave config empty" }}
+{{- end }}
+{{- if .Values.subnets.enabled }}
+{{- fail "subnets.enabled: not with sharding.enabled (run the aws_subnets receiver in a config of its own, configs/cloudwatch-subnets.yaml)" }}
+{{- end }}
+{{- /* The shards discover aws-node in kube-system; the gateway publishes to CloudWatch. */}}
+{{- $_ := set $plan.pods "kube-system" (eq .Values.sharding.scrapeMode "apiserver_proxy") }}
+{{- $_ := set $plan "cloudwatch" true }}
+{{- else if not .Values.config }}
 {{- $_ := set $plan.pods "kube-system" true }}
 {{- $_ := set $plan "cloudwatch" (has (lower (toString .Values.env.USE_CLOUDWATCH)) (list "" "true" "yes" "1" "on")) }}
 {{- if has (lower (toString .Values.env.USE_PROMETHEUS)) (list "true" "yes" "1" "on") }}
@@ -206,4 +216,73 @@ receivers/prometheus (namespace kube-system, mode direct, node_metadata false).
 {{- $ports = append $ports (dict "name" (ternary "prometheus" (printf "prometheus-%d" (add $i 1)) (eq $i 0)) "port" ($port | int)) }}
 {{- end }}
 {{- toJson (dict "ports" $ports) }}
+{{- end }}
+
+{{/* Sharding: the gateway's pods, by name, and the address each shard sends its partials to. */}}
+{{- define "cni-pipeline.gateways" -}}
+{{- $fullname := include "cni-pipeline.fullname" . }}
+{{- $gateways := list }}
+{{- range $i := until (.Values.sharding.gateway.replicas | int) }}
+{{- $gateways = append $gateways (dict "name" (printf "gateway-%d" $i) "endpoint" (printf "%s-gateway-%d.%s-gateway.%s.svc:4317" $fullname $i $fullname $.Release.Namespace)) }}
+{{- end }}
+{{- toJson (dict "gateways" $gateways) }}
+{{- end }}
+
+{{/* Sharding: the shards' and the gateway's configs (the ConfigMap's data; its checksum rolls
+the pods when it changes). */}}
+{{- define "cni-pipeline.shardedConfigs" -}}
+{{- $gateways := (include "cni-pipeline.gateways" . | fromJson).gateways }}
+{{- $interval := include "cni-pipeline.envValue" .Values.env.METRIC_UPDATE_INTERVAL -}}
+shard.yaml: |
+  receivers:
+    prometheus:
+      scrape_interval: {{ $interval }}s
+      kubernetes_sd:
+        namespace: kube-system
+        label_selector: k8s-app=aws-node
+        mode: {{ .Values.sharding.scrapeMode }}
+      sharding:
+        shards: {{ .Values.sharding.shards | int }}   # shard: the pod's ordinal
+  processors:
+    cni_aggregate:
+      output: partials
+  exporters:
+    {{- range $gateways }}
+    otlp/{{ .name }}:
+      endpoint: {{ .endpoint }}
+      tls: {insecure: true}
+      compression: gzip
+      temporality: delta
+    {{- end }}
+  service:
+    pipelines:
+      metrics:
+        receivers: [prometheus]
+        processors: [cni_aggregate]
+        exporters: [{{ range $i, $g := $gateways }}{{ if $i }}, {{ end }}otlp/{{ $g.name }}{{ end }}]
+    telemetry:
+      endpoint: 0.0.0.0:8888
+      log_level: info           # extraArgs: ["--log-level", "debug"] for more
+gateway.yaml: |
+  receivers:
+    otlp:
+      protocols:
+        grpc:
+          endpoint: 0.0.0.0:4317
+  processors:
+    cni_combine: {}
+  exporters:
+    awscloudwatch:
+      namespace: Kubernetes
+      cluster_id: ${env:AWS_CLUSTER_ID:-}
+      region: ${env:AWS_REGION:-}
+  service:
+    pipelines:
+      metrics:
+        receivers: [otlp]
+        processors: [cni_combine]
+        exporters: [awscloudwatch]
+    telemetry:
+      endpoint: 0.0.0.0:8888
+      log_level: info           # extraArgs: ["--log-level", "debug"] for more
 {{- end }}
