@@ -85,15 +85,15 @@ def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Moto]:
         yield server
 
 
-def mid_interval() -> float:
+def mid_interval(interval: float = INTERVAL) -> float:
     """Sleep to just after the next move (half-way between ticks, far from either); return
     the tick that follows, the first cycle to scrape what is done now."""
     now = time.time()
-    due = (now // INTERVAL) * INTERVAL + INTERVAL / 2 + 0.3
+    due = (now // interval) * interval + interval / 2 + 0.3
     if due <= now:
-        due += INTERVAL
+        due += interval
     time.sleep(due - now)
-    return due - INTERVAL / 2 - 0.3 + INTERVAL
+    return due - interval / 2 - 0.3 + interval
 
 
 def test_three_shards_and_a_gateway_equal_one_replica(moto: Moto, tmp_path: Path) -> None:
@@ -199,3 +199,111 @@ def check(moto: Moto, mover: Mover, addresses: list[str], begin: float, end: flo
         assert now is not None and then is not None
         assert sharded[tick] == (single[tick] - now.gauge_sum(GAUGE_FAMILY, mine)
                                  + then.gauge_sum(GAUGE_FAMILY, mine)), tick
+
+
+# -- two gateways, one leader ------------------------------------------------------------------
+
+HA_INTERVAL = 3.0
+HA_SHARD = ("receivers:\n" + SCRAPE + "    sharding: {{shards: 2}}\n"
+            "processors:\n  cni_aggregate: {{output: partials}}\n"
+            "exporters:\n"
+            "  otlp/a: {{endpoint: \"127.0.0.1:{grpc_a}\", tls: {{insecure: true}}}}\n"
+            "  otlp/b: {{endpoint: \"127.0.0.1:{grpc_b}\", tls: {{insecure: true}}}}\n"
+            "service:\n" + TELEMETRY
+            + "  pipelines:\n    metrics: {{receivers: [prometheus], processors: [cni_aggregate], "
+            "exporters: [otlp/a, otlp/b]}}\n")
+HA_GATEWAY = GATEWAY.replace("flush_interval: 3s", "flush_interval: 10m") + """\
+  leader_election:
+    lease_duration: 3s
+    renew_deadline: 2s
+    retry_period: 500ms
+"""
+
+
+def test_two_gateways_one_leader_killed_every_cycle_once_and_exact(moto: Moto,
+                                                                   tmp_path: Path) -> None:
+    """Two shards send every partial to both gateways; the leading gateway is SIGKILLed and the
+    standby, which combined every cycle too, takes over: every cycle is in CloudWatch once (a
+    repeat only if the standby counted it), each equal to one replica's, to the bit."""
+    from tests.support.kube_apiserver import KubeAPIServer
+
+    api = KubeAPIServer().start()
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    fleet = FleetProcess(60, base_address="127.51.0.1", seed=5, start_time=time.time() - 3600)
+    processes: list[Replica] = []
+    grpc = {"a": free_port(), "b": free_port()}
+
+    def start(name: str, template: str, env: dict[str, str], cluster: str = "",
+              args: tuple[str, ...] = ()) -> Replica:
+        port = free_port()
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(template.format(
+            interval=int(HA_INTERVAL), targets=", ".join(f'"{a}"' for a in fleet.addresses),
+            endpoint=moto.endpoint, cluster=cluster, port=port, grpc=grpc.get(name[-1], 0),
+            grpc_a=grpc["a"], grpc_b=grpc["b"]))
+        process = start_pipeline(name, ["--config", str(config), *args],
+                                 tmp_path / f"{name}.log", port, env)
+        processes.append(process)
+        return process
+
+    lease_env = {"POD_NAMESPACE": "monitoring", "KUBECONFIG": str(kubeconfig)}
+    fleet.start()
+    mover = Mover(fleet, HA_INTERVAL).start()
+    try:
+        gateway_a = start("gateway-a", HA_GATEWAY, {"HOSTNAME": "gateway-a", **lease_env},
+                          "ha", ("--leader-elect",))
+        eventually(lambda: gateway_a.readyz() == "ok: leader", "gateway-a leads", processes,
+                   SOON)
+        gateway_b = start("gateway-b", HA_GATEWAY, {"HOSTNAME": "gateway-b", **lease_env},
+                          "ha", ("--leader-elect",))
+        eventually(lambda: gateway_b.readyz().startswith("ok: standby"), "gateway-b stands by",
+                   processes, SOON)
+        single = start("single", SINGLE, {}, "single")
+        for i in range(2):
+            start(f"cni-pipeline-shard-{i}", HA_SHARD, {"HOSTNAME": f"cni-pipeline-shard-{i}"})
+        eventually(lambda: gateway_b.metric("cni_pipeline_combine_cycles_total") >= 2
+                   and single.metric("cni_pipeline_cycles_total") >= 2,
+                   "both layouts publish", processes, SOON)
+        begin = mid_interval(HA_INTERVAL)
+        for _ in range(3):
+            mid_interval(HA_INTERVAL)
+        gateway_a.process.kill()
+        gateway_a.process.wait(timeout=SOON)
+        eventually(lambda: gateway_b.readyz() == "ok: leader", "gateway-b takes over",
+                   processes, SOON)
+        for _ in range(3):
+            mid_interval(HA_INTERVAL)
+        end = mid_interval(HA_INTERVAL) - 2 * HA_INTERVAL
+        repeats = gateway_b.metric("cni_pipeline_leader_possible_repeats_total")
+        for process in processes[1:]:
+            process.stop(signal.SIGTERM)
+    finally:
+        mover.stopped.set()
+        for process in processes:
+            if process.process.poll() is None:
+                process.process.kill()
+                process.process.wait(timeout=SOON)
+        fleet.stop()
+        api.stop()
+
+    for process in processes[1:]:
+        assert process.process.returncode == 0, process.output()[-3000:]
+    ticks = [begin + HA_INTERVAL * i for i in range(round((end - begin) / HA_INTERVAL) + 1)]
+    assert len(ticks) >= 6
+    names = sorted({m["MetricName"] for m in moto.list_metrics(NAMESPACE)
+                    if {"Name": "CLUSTER_ID", "Value": "single"} in m["Dimensions"]})
+    assert len(names) >= 15
+    copies = moto.series(NAMESPACE, "assignIPAddresses", [("CLUSTER_ID", "ha")],
+                         stat="SampleCount", start=begin - HA_INTERVAL, end=end + HA_INTERVAL,
+                         period=1)
+    assert all(copies.get(t) in (1.0, 2.0) for t in ticks), copies
+    twice = [t for t in ticks if copies[t] == 2]
+    assert len(twice) <= min(1, repeats), (twice, repeats)
+    for name in names:
+        single_values = moto.series(NAMESPACE, name, [("CLUSTER_ID", "single")],
+                                    start=begin - HA_INTERVAL, end=end + HA_INTERVAL, period=1)
+        ha = moto.series(NAMESPACE, name, [("CLUSTER_ID", "ha")], start=begin - HA_INTERVAL,
+                         end=end + HA_INTERVAL, period=1)
+        for tick in ticks:
+            assert ha[tick] == copies[tick] * single_values[tick], (name, tick)
+
