@@ -17,8 +17,12 @@ from pipeline import (
 )
 
 from ._cycle_metrics import cycle_metrics
+from ._rules import AVAILABLE_IPS, ENI_UTILIZATION, IP_UTILIZATION, TARGETS_DISCOVERED
 from .config import CniAggregateConfig, resolve_rules
 from .processor import CniAggregateProcessor
+
+#: Derived metrics a shard's partials leave to the gateway (docs/sharding.md).
+GATEWAY_DERIVED = frozenset({AVAILABLE_IPS, IP_UTILIZATION, ENI_UTILIZATION, TARGETS_DISCOVERED})
 
 
 class CniAggregateFactory:
@@ -44,7 +48,10 @@ class CniAggregateFactory:
         what reached it, then its own; for ``validate``'s cost and the dashboards."""
         cfg = _checked(config)
         rules, _ = resolve_rules(cfg)
-        return [*upstream, *cycle_metrics(rules, cfg.group_by, shape)]
+        metrics = cycle_metrics(rules, cfg.group_by, shape)
+        if cfg.output == "partials":  # the gateway works these out: a shard does not send them
+            metrics = [m for m in metrics if m.name not in GATEWAY_DERIVED]
+        return [*upstream, *metrics]
 
 
 def _checked(config: ComponentConfig) -> CniAggregateConfig:

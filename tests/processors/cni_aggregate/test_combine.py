@@ -227,3 +227,23 @@ def test_a_report_in_a_cycle_already_published_is_late() -> None:
     combiner.publish(30.0)
     assert combiner.add(Report(30.0, 1, 2, 30.0)) is Added.LATE
     assert combiner.late == 1
+
+
+def test_validate_plans_what_a_shard_sends() -> None:
+    """A shard's plan (what its otlp exporter prices) leaves out what the gateway works out,
+    and nothing else; its partials never hold those names."""
+    from pipeline import ClusterShape
+    from processors.cni_aggregate import factory
+    from processors.cni_aggregate.factory import GATEWAY_DERIVED
+
+    shape = ClusterShape(nodes=10, zones=2, nodegroups=1, instance_types=1)
+    whole = factory.planned_metrics(CniAggregateConfig(group_by=["zone"]), shape)
+    shard = factory.planned_metrics(CniAggregateConfig(group_by=["zone"], output="partials"),
+                                    shape)
+    assert [m.name for m in whole if m.name not in GATEWAY_DERIVED] == [m.name for m in shard]
+    assert len(whole) - len(shard) == 4 * 3     # four per block: the cluster and two zones
+    single, parts = aggregators(2)
+    for scrapes in fleet(3):
+        metrics, _ = parts[0].aggregate(batch(0, scrapes))
+        assert not GATEWAY_DERIVED & {m.name for m in metrics}
+        break
