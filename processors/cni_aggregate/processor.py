@@ -52,6 +52,7 @@ class CniAggregateProcessor:
         self._families = wanted_families(rules)
         self._line_filters = series_filters(rules)
         self._closed = False
+        self._said_shard = False
         #: group_by keys not yet seen on any target (see :meth:`_check_groups`).
         self._unseen_groups = {key for key in group_by if key in NODE_METADATA_KEYS}
         self._instruments(settings)
@@ -128,6 +129,12 @@ class CniAggregateProcessor:
         metrics, stats = self._aggregator.aggregate(batch)
         if self._aggregator.partials:
             metrics = stamp(metrics, batch)
+        elif batch.shard[1] > 1 and not self._said_shard:
+            self._said_shard = True
+            self._log.error(
+                "this replica scrapes shard %d of %d of the fleet but publishes its sums as the "
+                "cluster's: set output: partials here and combine the shards with a gateway's "
+                "cni_combine (configs/sharded/)", *batch.shard)
         self._record(stats, time.perf_counter() - began)
         await self._next.consume(batch.with_metrics(metrics))
 

@@ -38,6 +38,7 @@ class CniCombineProcessor:
         self._deadlines: dict[float, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._said_others = False
         self._host: Host | None = None
         self._instruments(settings)
 
@@ -96,6 +97,12 @@ class CniCombineProcessor:
             self._log.warning("dropped a batch of %d metrics: %s", len(batch.metrics), exc)
             return
         if others:   # not partials (another OTLP source): passed on as they came
+            if not self._said_others:
+                self._said_others = True
+                self._log.warning(
+                    "passing on %d metrics that are not shards' partials (%s, ...) as they "
+                    "came; a shard whose cni_aggregate lacks output: partials sends these",
+                    len(others), others[0].name)
             await self._next.consume(Batch(cycle=batch.cycle, metrics=tuple(others)))
         async with self._lock:
             for report in reports:

@@ -3,6 +3,7 @@ a failing sink, self-metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -214,3 +215,22 @@ async def test_a_group_by_key_no_target_carries_is_reported_once(
     assert "group_by nodegroup: none of the 2 targets" in warnings[0]
     assert "kubernetes_sd.node_metadata: true" in warnings[0]
     assert values(sink.batches[-1].metrics, (("nodegroup", "unknown"),))
+
+
+async def test_a_shard_publishing_final_values_is_told_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A replica that scrapes one shard of the fleet but publishes its sums as the cluster's
+    (output: metrics) would put a fraction of the fleet in CloudWatch: said once, as an error."""
+    sink = RecordingSink()
+    proc = processor(sink)
+    shard = dataclasses.replace(batch(0, []), shard=(1, 3))
+    with caplog.at_level("ERROR"):
+        await proc.consume(shard)
+        await proc.consume(dataclasses.replace(shard, cycle=batch(1, []).cycle))
+    said = [r.getMessage() for r in caplog.records if "shard 1 of 3" in r.getMessage()]
+    assert len(said) == 1 and "output: partials" in said[0]
+    caplog.clear()
+    partials = processor(RecordingSink(), CniAggregateConfig(output="partials"))
+    with caplog.at_level("ERROR"):
+        await partials.consume(shard)
+    assert not caplog.records
