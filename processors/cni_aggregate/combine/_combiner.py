@@ -47,6 +47,8 @@ Entry = tuple[Metric, Attributes, dict[str, str]]
 
 _COVERAGE_SLOT = {TARGETS_REPORTING: 0, TARGETS_STALE: 1, TARGETS_FAILED: 2}
 _INF = float("inf")
+SHARDS_MISSING_TEXT = ("Shards whose partials had not arrived at the cycle's deadline (their "
+                        "last gauges carried as stale)")
 
 
 class Added(StrEnum):
@@ -115,6 +117,11 @@ class Published:
 
 
 class Combiner:
+    """Cycles of partials in, combined cycles out (see the module's docstring).
+
+    ``keep``: how many published cycles' reporters are remembered, to tell a retried report
+    (ignored) from a late one (its increases carried)."""
+
     def __init__(self, staleness: float, keep: int = 20) -> None:
         self.staleness = staleness
         self._keep = keep
@@ -156,10 +163,6 @@ class Combiner:
         before it are published)."""
         return sorted(t for t in self._pending if t <= time)
 
-    def interval(self, time: float) -> float:
-        reports = self._pending.get(time, {})
-        return max((r.interval for r in reports.values()), default=0.0)
-
     def publish(self, time: float) -> Published:
         """Combine cycle ``time`` from what arrived; shards that did not report are missing."""
         reports = self._pending.pop(time, {})
@@ -185,8 +188,7 @@ class Combiner:
         self._index += 1
         metrics = cycle_sum.metrics()
         metrics.append(Metric(SHARDS_MISSING, MetricKind.GAUGE, float(len(missing)), "Count",
-                              (), True, f"Shards (of {shards}) whose partials did not arrive "
-                              "before the cycle's deadline"))
+                              (), True, SHARDS_MISSING_TEXT))
         return Published(Batch(cycle=cycle, metrics=tuple(metrics)), shards, missing)
 
     def _remember(self, report: Report) -> None:

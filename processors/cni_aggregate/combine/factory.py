@@ -19,6 +19,7 @@ from pipeline import (
 
 from .._cycle_metrics import cycle_metrics
 from .._rules import DEFAULT_RULES, SHARDS_MISSING
+from ._combiner import SHARDS_MISSING_TEXT
 from .config import CniCombineConfig
 from .processor import CniCombineProcessor
 
@@ -42,7 +43,8 @@ class CniCombineFactory:
         live in the shards' config; their partials say the rest)."""
         cfg = _checked(config)
         return [*upstream, *cycle_metrics(DEFAULT_RULES, cfg.group_by, shape),
-                Metric(SHARDS_MISSING, MetricKind.GAUGE, 0.0, "Count", (), True)]
+                Metric(SHARDS_MISSING, MetricKind.GAUGE, 0.0, "Count", (), True,
+                       SHARDS_MISSING_TEXT)]
 
 
 def _checked(config: ComponentConfig) -> CniCombineConfig:
