@@ -6,7 +6,9 @@ process discovering the same fleet from the test API server over TLS (in its own
 CPU is not ours), one mode after the other. Printed per mode: CPU per scrape (user + sys of the
 pipeline process, over the warm cycles), the connections the pipeline holds to the API server
 (from /proc/net/tcp), and, for proxy mode, the bytes and requests the API server proxied per
-cycle and the mean body (gzip'd end to end: about the compressed page, not 40 KB).
+cycle and the mean body (gzip'd end to end: about the compressed page, not 40 KB). A third run
+goes through a plain-HTTP API server (as behind ``kubectl proxy``), to tell what TLS costs from
+what the proxy path costs.
 
     .venv/bin/python bench/bench_proxy.py [--nodes 500] [--interval 5s] [--rounds 5]
 
@@ -38,7 +40,7 @@ SERVER = """\
 import json, sys
 from pathlib import Path
 from tests.support.kube_apiserver import KubeAPIServer
-api = KubeAPIServer(tls=True).start()
+api = KubeAPIServer(tls=sys.argv[3] == "tls").start()
 for i, address in enumerate(json.loads(sys.argv[1])):
     ip, port = address.rsplit(":", 1)
     api.add_pod(f"aws-node-{i}", ip, f"node-{i}", port=int(port))
@@ -53,7 +55,7 @@ receivers:
   prometheus:
     scrape_interval: {interval}
     scrape_timeout: {timeout}
-    kubernetes_sd: {{kubeconfig: "{kubeconfig}", mode: {mode}}}
+    kubernetes_sd: {{kubeconfig: "{kubeconfig}", mode: {mode}, proxy_connections: {conns}}}
 processors:
   cni_aggregate: {{}}
 exporters:
@@ -63,6 +65,10 @@ service:
   pipelines:
     metrics: {{receivers: [prometheus], processors: [cni_aggregate], exporters: [debug]}}
 """
+
+
+#: ``kubernetes_sd.proxy_connections`` of the runs (``--proxy-connections``).
+CONNECTIONS = [16]
 
 
 def connections_to(port: int) -> int:
@@ -77,9 +83,10 @@ def connections_to(port: int) -> int:
 
 
 class Server:
-    def __init__(self, addresses: list[str], kubeconfig: Path) -> None:
+    def __init__(self, addresses: list[str], kubeconfig: Path, tls: bool = True) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER, json.dumps(addresses), str(kubeconfig)], cwd=ROOT,
+            [sys.executable, "-c", SERVER, json.dumps(addresses), str(kubeconfig),
+             "tls" if tls else "plain"], cwd=ROOT,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         self.port = int(json.loads(self.process.stdout.readline())["port"])
@@ -98,9 +105,9 @@ class Server:
 def run_mode(mode: str, server: Server, kubeconfig: Path, nodes: int, interval: float,
              rounds: int, workdir: Path) -> dict[str, float]:
     port = free_port()
-    proc = Proc(f"pipeline-{mode}", PIPELINE.format(
+    proc = Proc(f"pipeline-{mode}-{server.port}", PIPELINE.format(
         interval=Duration(interval), timeout=Duration(interval * 0.8), kubeconfig=kubeconfig,
-        mode=mode, port=port), workdir, port)
+        mode=mode, port=port, conns=CONNECTIONS[0]), workdir, port)
     try:
         time.sleep(interval * 2.5)
         cpu0, cycles0, stats0 = cpu_seconds(proc.process.pid), proc.metric("cycles_total"), \
@@ -134,34 +141,45 @@ def main() -> None:
     parser.add_argument("--interval", default="5s")
     parser.add_argument("--rounds", type=int, default=5, help="warm cycles measured")
     parser.add_argument("--base", default="127.63.0.1")
+    parser.add_argument("--proxy-connections", type=int, default=16,
+                        help="kubernetes_sd.proxy_connections (default: the receiver's, 16)")
     args = parser.parse_args()
+    CONNECTIONS[0] = args.proxy_connections
     interval = float(Duration.from_config(args.interval))
     fleet = FleetProcess(args.nodes, base_address=args.base, page_bytes=40_000,
                          start_time=time.time() - 3600)
     fleet.start(300.0)
     workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     kubeconfig = workdir / "kubeconfig"
+    plain_kubeconfig = workdir / "kubeconfig-plain"
     server = Server(fleet.addresses, kubeconfig)
+    plain = Server(fleet.addresses, plain_kubeconfig, tls=False)
     try:
         rows = {mode: run_mode(mode, server, kubeconfig, args.nodes, interval, args.rounds,
                                workdir) for mode in ("direct", "apiserver_proxy")}
+        # The same through a plain-HTTP API server (as behind kubectl proxy): what TLS costs.
+        rows["proxy, plain HTTP"] = run_mode("apiserver_proxy", plain, plain_kubeconfig,
+                                             args.nodes, interval, args.rounds, workdir)
     finally:
         server.stop()
+        plain.stop()
         fleet.stop()
     print(f"{args.nodes} nodes, 40 KB pages, interval {Duration(interval)}, test API server "
-          f"over TLS in its own process; cpu = the pipeline process, user + sys")
-    print(f"{'mode':>16} {'cycles':>7} {'ms/scrape':>10} {'wall s':>7} {'API conns':>10} "
+          f"(TLS unless said) in its own process; cpu = the pipeline process, user + sys")
+    print(f"{'mode':>18} {'cycles':>7} {'ms/scrape':>10} {'wall s':>7} {'API conns':>10} "
           f"{'API KB/cycle':>13} {'API req/cycle':>14} {'KB/page':>8} {'peak MiB':>9} "
           f"{'failures':>9}")
     for mode, row in rows.items():
         per_page = (row["bytes_per_cycle"] / row["requests_per_cycle"] / 1e3
                     if row["requests_per_cycle"] else 0.0)
-        print(f"{mode:>16} {row['cycles']:>7.0f} {row['ms_per_scrape']:>10.3f} "
+        print(f"{mode:>18} {row['cycles']:>7.0f} {row['ms_per_scrape']:>10.3f} "
               f"{row['wall']:>7.2f} {row['connections']:>10.0f} "
               f"{row['bytes_per_cycle'] / 1e3:>13.0f} {row['requests_per_cycle']:>14.0f} "
               f"{per_page:>8.1f} {row['rss']:>9.0f} {row['failures']:>9.0f}")
     direct, proxy = rows["direct"]["ms_per_scrape"], rows["apiserver_proxy"]["ms_per_scrape"]
-    print(f"apiserver_proxy / direct CPU per scrape: {proxy / direct:.2f}x")
+    plain_proxy = rows["proxy, plain HTTP"]["ms_per_scrape"]
+    print(f"apiserver_proxy / direct CPU per scrape: {proxy / direct:.2f}x over TLS, "
+          f"{plain_proxy / direct:.2f}x over plain HTTP")
 
 
 if __name__ == "__main__":
