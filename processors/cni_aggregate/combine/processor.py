@@ -63,6 +63,14 @@ class CniCombineProcessor:
             "combine_shards", "Shards the latest cycle was combined from (K, learnt from "
             "their partials).", ("processor",)).labels(name)
 
+    def take_over(self, previous: CniCombineProcessor) -> None:
+        """After a config reload changed this processor's config (called by the engine after
+        ``previous`` shut down, which published its pending cycles, and before start): carry on
+        with its cycles. Without it, the rest of a cycle ``previous`` published would look new
+        here and be published a second time; with it, it is late (its increases carried)."""
+        previous._combiner.staleness = self._combiner.staleness
+        self._combiner = previous._combiner
+
     async def start(self, host: Host) -> None:
         self._host = host
         deadline = (f"{self._config.deadline}" if self._config.deadline is not None

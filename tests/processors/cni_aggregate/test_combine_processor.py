@@ -93,3 +93,23 @@ async def test_other_metrics_pass_through_with_one_warning(
     assert [b.metrics for b in sink.batches] == [plain.metrics, plain.metrics]
     said = [r for r in caplog.records if "not shards' partials" in r.getMessage()]
     assert len(said) == 1 and "output: partials" in said[0].getMessage()
+
+
+async def test_a_reloaded_gateway_carries_on_without_publishing_a_cycle_twice() -> None:
+    """A config reload replaces the processor: the old one publishes what it holds at shutdown,
+    and the new one takes its state over, so the rest of that cycle is late (its increase goes
+    into the next cycle) rather than a second datapoint of the same cycle."""
+    old, sink, host, _ = make(deadline=60.0)
+    await old.start(host)
+    await old.consume(partial_batch(30.0, 0, 2, 5, 10.0, 1.0))
+    await old.shutdown()                                   # publishes 30 without shard 1
+    new = factory.create(old._settings, CniCombineConfig(deadline=Duration(30.0)), sink)
+    new.take_over(old)
+    await new.start(host)
+    await new.consume(partial_batch(30.0, 1, 2, 5, 20.0, 4.0))   # the rest of 30: late
+    for shard in range(2):
+        await new.consume(partial_batch(60.0, shard, 2, 5, 10.0, 1.0))
+    await new.shutdown()
+    assert [b.cycle.time for b in sink.batches] == [30.0, 60.0]
+    assert value(sink.batches[0], "addReqCount") == 1.0
+    assert value(sink.batches[1], "addReqCount") == 1.0 + 1.0 + 4.0
