@@ -38,20 +38,12 @@ class ClientTLSConfig:
     insecure_skip_verify: bool = False
 
     def validate(self) -> Iterable[tuple[str, str]]:
-        if bool(self.cert_file) != bool(self.key_file):
-            yield ("key_file" if self.cert_file else "cert_file",
-                   "cert_file and key_file go together")
+        yield from _pair_problems(self.cert_file, self.key_file)
 
     def read(self, key: str) -> bytes | None:
         """The contents of the file ``key`` names (``ca_file``, ``cert_file`` or ``key_file``),
         None if unset. Raises :class:`ComponentError` naming the key."""
-        path = getattr(self, key)
-        if not path:
-            return None
-        try:
-            return Path(path).read_bytes()
-        except OSError as exc:
-            raise ComponentError(f"tls.{key}: cannot read {path}: {exc.strerror or exc}") from exc
+        return _read_file(key, getattr(self, key))
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context from these settings. Raises :class:`ComponentError` naming the key
@@ -63,11 +55,7 @@ class ClientTLSConfig:
         except (ssl.SSLError, ValueError) as exc:
             raise ComponentError(f"tls.ca_file: cannot load {self.ca_file}: {exc}") from exc
         if self.cert_file:
-            try:
-                context.load_cert_chain(self.cert_file, self.key_file)
-            except (ssl.SSLError, ValueError) as exc:
-                raise ComponentError(f"tls.cert_file: cannot load {self.cert_file} with "
-                                     f"{self.key_file}: {exc}") from exc
+            _load_chain(context, self.cert_file, self.key_file)
         if self.insecure_skip_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -88,21 +76,13 @@ class ServerTLSConfig:
         return bool(self.cert_file)
 
     def validate(self) -> Iterable[tuple[str, str]]:
-        if bool(self.cert_file) != bool(self.key_file):
-            yield ("key_file" if self.cert_file else "cert_file",
-                   "cert_file and key_file go together")
+        yield from _pair_problems(self.cert_file, self.key_file)
         if self.client_ca_file and not self.cert_file:
             yield "client_ca_file", "needs cert_file and key_file (a server certificate)"
 
     def read(self, key: str) -> bytes | None:
         """The contents of the file ``key`` names, None if unset (error names the key)."""
-        path = getattr(self, key)
-        if not path:
-            return None
-        try:
-            return Path(path).read_bytes()
-        except OSError as exc:
-            raise ComponentError(f"tls.{key}: cannot read {path}: {exc.strerror or exc}") from exc
+        return _read_file(key, getattr(self, key))
 
     def ssl_context(self) -> ssl.SSLContext:
         """A server context. Raises :class:`ComponentError` naming the key of a file that cannot
@@ -110,11 +90,7 @@ class ServerTLSConfig:
         for key in ("cert_file", "key_file", "client_ca_file"):
             self.read(key)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            context.load_cert_chain(self.cert_file, self.key_file)
-        except (ssl.SSLError, ValueError) as exc:
-            raise ComponentError(f"tls.cert_file: cannot load {self.cert_file} with "
-                                 f"{self.key_file}: {exc}") from exc
+        _load_chain(context, self.cert_file, self.key_file)
         if self.client_ca_file:
             try:
                 context.load_verify_locations(self.client_ca_file)
@@ -123,3 +99,28 @@ class ServerTLSConfig:
                                      f"{self.client_ca_file}: {exc}") from exc
             context.verify_mode = ssl.CERT_REQUIRED
         return context
+
+
+# -- shared by both ------------------------------------------------------------------------
+
+
+def _pair_problems(cert_file: str, key_file: str) -> Iterable[tuple[str, str]]:
+    if bool(cert_file) != bool(key_file):
+        yield ("key_file" if cert_file else "cert_file", "cert_file and key_file go together")
+
+
+def _read_file(key: str, path: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ComponentError(f"tls.{key}: cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _load_chain(context: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ComponentError(f"tls.cert_file: cannot load {cert_file} with "
+                             f"{key_file}: {exc}") from exc
