@@ -69,13 +69,18 @@ class Proc:
         return value(page(self.port), "cni_pipeline_" + name) or 0.0
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_gracefully(self.process)
+
+
+def stop_gracefully(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM (so the pipeline flushes and says it stopped), SIGKILL after ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float, procs: list[Proc]

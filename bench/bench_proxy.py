@@ -67,10 +67,6 @@ service:
 """
 
 
-#: ``kubernetes_sd.proxy_connections`` of the runs (``--proxy-connections``).
-CONNECTIONS = [16]
-
-
 def connections_to(port: int) -> int:
     """Established TCP connections to ``port`` on this machine (IPv4 table)."""
     count = 0
@@ -102,12 +98,12 @@ class Server:
         self.process.wait()
 
 
-def run_mode(mode: str, server: Server, kubeconfig: Path, nodes: int, interval: float,
-             rounds: int, workdir: Path) -> dict[str, float]:
+def run_mode(mode: str, server: Server, kubeconfig: Path, connections: int, nodes: int,
+             interval: float, rounds: int, workdir: Path) -> dict[str, float]:
     port = free_port()
     proc = Proc(f"pipeline-{mode}-{server.port}", PIPELINE.format(
         interval=Duration(interval), timeout=Duration(interval * 0.8), kubeconfig=kubeconfig,
-        mode=mode, port=port, conns=CONNECTIONS[0]), workdir, port)
+        mode=mode, port=port, conns=connections), workdir, port)
     try:
         time.sleep(interval * 2.5)
         cpu0, cycles0, stats0 = cpu_seconds(proc.process.pid), proc.metric("cycles_total"), \
@@ -144,7 +140,6 @@ def main() -> None:
     parser.add_argument("--proxy-connections", type=int, default=16,
                         help="kubernetes_sd.proxy_connections (default: the receiver's, 16)")
     args = parser.parse_args()
-    CONNECTIONS[0] = args.proxy_connections
     interval = float(Duration.from_config(args.interval))
     fleet = FleetProcess(args.nodes, base_address=args.base, page_bytes=40_000,
                          start_time=time.time() - 3600)
@@ -155,10 +150,11 @@ def main() -> None:
     server = Server(fleet.addresses, kubeconfig)
     plain = Server(fleet.addresses, plain_kubeconfig, tls=False)
     try:
-        rows = {mode: run_mode(mode, server, kubeconfig, args.nodes, interval, args.rounds,
-                               workdir) for mode in ("direct", "apiserver_proxy")}
+        conns = args.proxy_connections
+        rows = {mode: run_mode(mode, server, kubeconfig, conns, args.nodes, interval,
+                               args.rounds, workdir) for mode in ("direct", "apiserver_proxy")}
         # The same through a plain-HTTP API server (as behind kubectl proxy): what TLS costs.
-        rows["proxy, plain HTTP"] = run_mode("apiserver_proxy", plain, plain_kubeconfig,
+        rows["proxy, plain HTTP"] = run_mode("apiserver_proxy", plain, plain_kubeconfig, conns,
                                              args.nodes, interval, args.rounds, workdir)
     finally:
         server.stop()

@@ -54,6 +54,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._procs import stop_gracefully  # noqa: E402
 from bench._soak_checks import (  # noqa: E402
     Check,
     counter_families,
@@ -192,13 +193,7 @@ class _Pipeline:
             raise RuntimeError(f"the pipeline exited {self.process.returncode}:\n{tail}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_gracefully(self.process)
 
 
 class _Waiter:
