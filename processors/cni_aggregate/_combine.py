@@ -27,7 +27,7 @@ from ._histogram import (
 )
 from ._layout import VALUES, Shape
 from ._partials import AVG, COUNT, COVERAGE, MAX, MIN, SUM, exact_parts, partial
-from ._rules import Operation, Rule
+from ._rules import TARGETS_DISCOVERED, Operation, Rule
 from ._tracker import Tally
 
 _INF = math.inf
@@ -224,7 +224,8 @@ class Block:
                     metrics.append(partial(metric, SUM, rest))
         reporting, stale, failed = self.counts
         metrics.extend(partial(metric, COVERAGE) for metric in
-                       coverage_metrics(reporting, stale, failed, attributes)[1:])
+                       coverage_metrics(reporting, stale, failed, attributes)
+                       if metric.name != TARGETS_DISCOVERED)  # the gateway adds them up
         return metrics
 
 

@@ -205,11 +205,13 @@ def _is_increase(entry: Entry) -> bool:
 class _Part:
     """One metric of one block, over the shards so far."""
 
-    __slots__ = ("metric", "op", "parts", "n", "distributions", "sum_parts")
+    __slots__ = ("metric", "marks", "op", "parts", "n", "distributions", "sum_parts")
 
-    def __init__(self, metric: Metric, op: str) -> None:
+    def __init__(self, metric: Metric, marks: dict[str, str]) -> None:
+        #: The first shard's partial: what the result is named, described and united by.
         self.metric = metric
-        self.op = op
+        self.marks = marks
+        self.op = marks[OP]
         self.parts: list[float] = []
         self.n = 0
         self.distributions: list[Distribution] = []
@@ -239,8 +241,8 @@ class _Part:
             return total / self.n if self.n else float("nan")
         return total
 
-    def result(self, dims: Attributes, marks: dict[str, str]) -> Metric:
-        metric = self.metric
+    def result(self, dims: Attributes) -> Metric:
+        metric, marks = self.metric, self.marks
         distribution = None
         if self.distributions:
             merged = merge_histograms([_as_contribution(d) for d in self.distributions])
@@ -261,11 +263,10 @@ def _as_contribution(distribution: Distribution) -> Contribution:
 
 
 class _Block:
-    __slots__ = ("parts", "marks", "coverage", "covered")
+    __slots__ = ("parts", "coverage", "covered")
 
     def __init__(self) -> None:
         self.parts: dict[str, _Part] = {}
-        self.marks: dict[str, dict[str, str]] = {}
         #: Targets reporting, stale, failed.
         self.coverage = [0.0, 0.0, 0.0]
         self.covered = False
@@ -282,8 +283,7 @@ class _Sum:
             block = self.blocks.get(dims)
             if block is None:
                 block = self.blocks[dims] = _Block()
-            op = marks[OP]
-            if op == COVERAGE:
+            if marks[OP] == COVERAGE:
                 slot = _COVERAGE_SLOT.get(metric.name)
                 if slot is not None:
                     block.covered = True
@@ -292,8 +292,7 @@ class _Sum:
                 continue
             part = block.parts.get(metric.name)
             if part is None:
-                part = block.parts[metric.name] = _Part(metric, op)
-                block.marks[metric.name] = marks
+                part = block.parts[metric.name] = _Part(metric, marks)
             part.add(metric, marks)
 
     def metrics(self) -> list[Metric]:
@@ -301,7 +300,7 @@ class _Sum:
         for dims, block in self.blocks.items():
             by_name: dict[str, Metric] = {}
             for name, part in block.parts.items():
-                metric = by_name[name] = part.result(dims, block.marks[name])
+                metric = by_name[name] = part.result(dims)
                 out.append(metric)
             out.extend(capacity_metrics(by_name, dims))
             if block.covered:
