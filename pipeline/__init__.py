@@ -37,6 +37,7 @@ from ._errors import (
     ThrottledError,
 )
 from ._model import (
+    EMPTY_PAGE,
     METRIC_UNITS,
     Batch,
     Cycle,
@@ -45,6 +46,7 @@ from ._model import (
     FamilySet,
     Metric,
     MetricKind,
+    Page,
     Sample,
     SeriesFilter,
     SeriesFilters,
@@ -60,6 +62,7 @@ from ._units import ByteSize, Duration, parse_endpoint
 from ._validate import validate_config
 
 __all__ = [
+    "EMPTY_PAGE",
     "ClusterShape",
     "Batch",
     "ByteSize",
@@ -93,6 +96,7 @@ __all__ = [
     "ReceiverFactory",
     "RegistryError",
     "RetryableExportError",
+    "Page",
     "Sample",
     "SeriesFilter",
     "SeriesFilters",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -101,22 +101,119 @@ class TargetHealth:
     samples: int = 0
 
 
+class Page(Mapping[str, list[Sample]]):
+    """The samples a target's page held of the wanted families, flat: the *page form*.
+
+    ``series`` (their texts) and ``numbers`` (their values) hold the lines in order, one entry
+    each (not ``values``: that is the mapping's method); ``runs`` says whose they
+    are: ``(family, count)`` pairs, each family once, covering the lines in order (the first
+    ``count`` lines are the first family's, and so on). Families whose lines were interleaved on
+    the page are grouped, each in the order of its first line, its lines in page order.
+
+    Why flat: the parser appends each line's text and value as it reads it, and the aggregator
+    takes the two tuples as they are, comparing them with the target's last page in C (the same
+    texts: the same layout) instead of re-flattening a dict of per-family lists on every scrape.
+    Tuples of strings and floats are also what the cyclic garbage collector stops walking after
+    one look, which keeps a large fleet's batch cheap to hold (``bench/bench_cycle.py``).
+
+    For everyone else a page reads as a mapping ``family -> [(series_text, value), ...]`` (a new
+    list on each lookup), which is what exporters and plugins that read raw samples use. Immutable
+    by convention: it holds tuples only, and nothing here changes them.
+    """
+
+    __slots__ = ("series", "numbers", "runs")
+
+    def __init__(self, series: tuple[str, ...] = (), numbers: tuple[float, ...] = (),
+                 runs: tuple[tuple[str, int], ...] = ()) -> None:
+        self.series = series
+        self.numbers = numbers
+        self.runs = runs
+
+    @classmethod
+    def of(cls, families: Mapping[str, Iterable[Sample]]) -> Page:
+        """The page form of ``family -> samples`` (families without samples are left out)."""
+        if isinstance(families, Page):
+            return families
+        series: list[str] = []
+        numbers: list[float] = []
+        runs: list[tuple[str, int]] = []
+        for family, samples in families.items():
+            before = len(series)
+            for text, value in samples:
+                series.append(text)
+                numbers.append(value)
+            if len(series) > before:
+                runs.append((family, len(series) - before))
+        return cls(tuple(series), tuple(numbers), tuple(runs))
+
+    @classmethod
+    def from_lines(cls, series: list[str], numbers: list[float],
+                   starts: list[tuple[str, int]]) -> Page:
+        """The page of lines read in order, ``starts`` holding ``(family, index of its first
+        line)`` wherever the family changes. A family that comes back later (a page that
+        interleaves families, which the text format forbids but readers tolerate) is regrouped."""
+        if not starts:
+            return cls()
+        ends = [start for _, start in starts[1:]]
+        ends.append(len(series))
+        runs = [(family, end - start) for (family, start), end in zip(starts, ends, strict=True)]
+        if len({family for family, _ in runs}) == len(runs):
+            return cls(tuple(series), tuple(numbers), tuple(runs))
+        grouped: dict[str, list[Sample]] = {}
+        for (family, start), end in zip(starts, ends, strict=True):
+            grouped.setdefault(family, []).extend(
+                zip(series[start:end], numbers[start:end], strict=True))
+        return cls.of(grouped)
+
+    def __getitem__(self, family: str) -> list[Sample]:
+        start = 0
+        for name, count in self.runs:
+            if name == family:
+                end = start + count
+                return list(zip(self.series[start:end], self.numbers[start:end], strict=True))
+            start += count
+        raise KeyError(family)
+
+    def __iter__(self) -> Iterator[str]:
+        return (family for family, _ in self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __repr__(self) -> str:
+        return f"Page({dict(self.items())!r})"
+
+
+#: A page without samples (of a target down, or with none of the wanted families).
+EMPTY_PAGE = Page()
+
+
+def _empty_page() -> Page:
+    return EMPTY_PAGE
+
+
 @dataclass(frozen=True, slots=True)
 class TargetScrape:
     """One target's part of a cycle: its health and, when up, the samples of the wanted families.
 
-    ``families`` maps a family name to its samples. A summary's or histogram's ``_sum``,
-    ``_count`` and ``_bucket`` lines are filed under the family name they belong to; the series
-    text keeps the full line name. ``process_start_time`` is the target's
-    ``process_start_time_seconds`` when the page has one. ``duplicates`` counts series lines that
-    repeated an earlier line of the same page (the first one is kept).
+    ``families`` is the page form (:class:`Page`) of those samples: read as a mapping, it maps a
+    family name to its samples. A summary's or histogram's ``_sum``, ``_count`` and ``_bucket``
+    lines are filed under the family name they belong to; the series text keeps the full line
+    name. Any mapping of family to samples may be passed; it is kept in the page form.
+    ``process_start_time`` is the target's ``process_start_time_seconds`` when the page has one.
+    ``duplicates`` counts series lines that repeated an earlier line of the same page (the first
+    one is kept).
     """
 
     target: Target
     health: TargetHealth
-    families: Mapping[str, Sequence[Sample]] = field(default_factory=dict)
+    families: Page = field(default_factory=_empty_page)
     process_start_time: float | None = None
     duplicates: int = 0
+
+    def __post_init__(self) -> None:
+        if type(self.families) is not Page:
+            object.__setattr__(self, "families", Page.of(self.families))
 
 
 #: The names :attr:`Metric.unit` takes: CloudWatch's StandardUnit values (PutMetricData refuses

@@ -6,9 +6,10 @@ a :class:`CycleStats` the processor turns into self-metrics.
 
 How a cycle runs:
 
-1. Each target's page is read once: its wanted lines flattened into a tuple of series texts and
-   one of values, the texts matched to the target's :class:`~._layout.TargetLayout` (usually
-   last cycle's: one tuple comparison), and its counters' increases taken (``_tracker``).
+1. Each target's page is read once, in the page form the parser made (:class:`pipeline.Page`:
+   a tuple of series texts, one of their values, and the families' runs): the texts matched to the
+   target's :class:`~._layout.TargetLayout` (usually last cycle's: one tuple comparison, in C),
+   and its counters' increases taken (``_tracker``).
 2. A failed target that is still discovered, and whose last success is younger than
    ``staleness`` (measured between cycle ticks, so the boundary does not depend on scrape jitter),
    contributes its last gauges and quantiles again, and a zero increase for its counters.
@@ -22,8 +23,8 @@ How a cycle runs:
 
 Why it is built this way: this runs for every wanted sample of every target each cycle, and a
 Python loop per sample per rule costs several times more (bench/bench_aggregate.py). Here the
-per-target work is a few C-level passes (flatten, texts, values, increases), and step 3 works per
-rule over all the targets of one :class:`~._layout.Shape` at once, with ``map`` (C-level) over
+per-target work is a few C-level passes (compare the texts, pick values, increases), and step 3
+works per rule over all the targets of one :class:`~._layout.Shape` at once, with ``map`` over
 targets: one ``itemgetter`` per target for a one-line rule, two calls for a many-line one. Only a
 rule whose values hold a NaN or an infinity somewhere in the block goes target by target.
 """
@@ -33,8 +34,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
-from operator import itemgetter
 
 from pipeline import (
     Batch,
@@ -56,8 +55,6 @@ from ._rules import UNKNOWN_GROUP, Rule, RuleType
 from ._tracker import CounterState, Tally, advance
 
 _INF = math.inf
-
-_SERIES, _VALUE = itemgetter(0), itemgetter(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +115,6 @@ class Aggregator:
             family: lines.group_of for family, lines in histograms.items()}
         reads = ReadPlan(self.rules, readers, group_of)
         self._layouts = Layouts(reads)
-        #: The wanted families, in the order of a page's flat vector, and as many empty defaults.
-        self._families = reads.families
-        self._empty = ((),) * len(reads.families)
         #: Does any rule read increases (so the counter tracker runs)?
         self._tracks = any(rule.type in (RuleType.COUNTER, RuleType.HISTOGRAM)
                            for rule in self.rules)
@@ -188,17 +182,15 @@ class Aggregator:
               window_start: float, tally: Tally) -> tuple[Shape, tuple[float, ...]]:
         """One successful scrape into the target's state: (its shape, its increases).
 
-        The hot path (every target, every cycle): the page is flattened into a tuple of series
-        texts and one of values by C-level passes, and nothing here loops over samples in Python.
+        The hot path (every target, every cycle): the page form's vectors are used as the parser
+        made them, and nothing here loops over samples in Python.
         """
-        per_family = list(map(scrape.families.get, self._families, self._empty))
-        lens = tuple(map(len, per_family))
-        samples = list(chain.from_iterable(per_family))
-        keys = tuple(map(_SERIES, samples))
-        values = tuple(map(_VALUE, samples))
+        page = scrape.families
+        keys, runs = page.series, page.runs
         layout = state.layout
-        if layout is None or layout.lens != lens or layout.keys != keys:
-            layout = state.layout = self._layouts.get(lens, keys)
+        if layout is None or layout.runs != runs or layout.keys != keys:
+            layout = state.layout = self._layouts.get(runs, keys)
+        values = page.numbers
         shape = layout.shape
         state.time = now
         state.values = shape.kept(values)

@@ -139,13 +139,14 @@ class TargetLayout:
     Immutable. One is kept per distinct page, so it holds only what is not in its shape.
     """
 
-    __slots__ = ("lens", "keys", "shape", "fast")
+    __slots__ = ("runs", "keys", "shape", "fast")
 
-    def __init__(self, lens: tuple[int, ...], keys: tuple[str, ...], shape: Shape, fast: bool
-                 ) -> None:
-        #: Lines per wanted family (0: absent or empty), in :attr:`ReadPlan.families` order.
-        self.lens = lens
-        #: Series texts of every wanted line, family after family.
+    def __init__(self, runs: tuple[tuple[str, int], ...], keys: tuple[str, ...], shape: Shape,
+                 fast: bool) -> None:
+        #: ``(family, lines)`` of each family on the page, in the page's order (the page form's
+        #: :attr:`pipeline.Page.runs`): families the rules do not read may be among them.
+        self.runs = runs
+        #: Series texts of every line of the page form, family after family.
         self.keys = keys
         self.shape = shape
         #: Every tracked line is its own series and no histogram is tracked: the tracker may
@@ -204,7 +205,7 @@ class ReadPlan:
             for name in (family if kind == HISTOGRAM else (family, fallback)):
                 if name:
                     families[name] = None
-        #: Every family any step may read, each once: the order of a page's flat vector.
+        #: Every family any step may read, each once.
         self.families = tuple(families)
         self.group_of = group_of
 
@@ -216,7 +217,7 @@ class Layouts:
 
     def __init__(self, reads: ReadPlan) -> None:
         self._reads = reads
-        self._layouts: dict[tuple[tuple[int, ...], tuple[str, ...]], TargetLayout] = {}
+        self._layouts: dict[tuple[tuple[tuple[str, int], ...], tuple[str, ...]], TargetLayout] = {}
         self._shapes: dict[tuple[Any, ...], Shape] = {}
         #: One string object per series text, shared by every layout holding it: the layouts of
         #: many targets then cost one copy of each text, not one per target.
@@ -228,8 +229,9 @@ class Layouts:
         #: rule, not a look at each of its lines (see _chosen).
         self._chosen_by_lines: dict[tuple[int, tuple[str, ...]], tuple[int, ...]] = {}
 
-    def get(self, lens: tuple[int, ...], keys: tuple[str, ...]) -> TargetLayout:
-        layout = self._layouts.get((lens, keys))
+    def get(self, runs: tuple[tuple[str, int], ...], keys: tuple[str, ...]) -> TargetLayout:
+        """The layout of a page form's ``runs`` and series texts (``keys``)."""
+        layout = self._layouts.get((runs, keys))
         if layout is None:
             if len(self._layouts) >= _LAYOUT_LIMIT:
                 self._layouts.clear()
@@ -237,15 +239,14 @@ class Layouts:
                 self._texts.clear()
             text = self._texts.setdefault
             keys = tuple([text(key, key) for key in keys])
-            layout = self._layouts[(lens, keys)] = self._build(lens, keys)
+            layout = self._layouts[(runs, keys)] = self._build(runs, keys)
         return layout
 
-    def _build(self, lens: tuple[int, ...], keys: tuple[str, ...]) -> TargetLayout:
+    def _build(self, runs: tuple[tuple[str, int], ...], keys: tuple[str, ...]) -> TargetLayout:
         ranges: dict[str, tuple[int, int]] = {}
         start = 0
-        for family, count in zip(self._reads.families, lens, strict=True):
-            if count:
-                ranges[family] = (start, start + count)
+        for family, count in runs:
+            ranges[family] = (start, start + count)
             start += count
         tracked: dict[str, tuple[int, int]] = {}
         tracked_families: list[tuple[int, int, GroupOf | None]] = []
@@ -288,7 +289,7 @@ class Layouts:
         shape = self._shape(specs, positions, tuple(tracked_families), tuple(histogram_rules))
         fast = (len(set(tracked_keys)) == len(tracked_keys)
                 and all(group is None for _, _, group in tracked_families))
-        return TargetLayout(lens, keys, shape, fast)
+        return TargetLayout(runs, keys, shape, fast)
 
     def _shape(
         self, specs: list[tuple[int, int, list[int]]], tracked: list[int],

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from operator import itemgetter
 
-from pipeline import Sample, SeriesFilter, SeriesFilters
+from pipeline import Page, Sample, SeriesFilter, SeriesFilters
 
 from ._textparse_errors import _NAME_RE, _raise_first_bad
 from ._tokens import _CANONICAL_LABELS, _NAME, _NAME_END, _TAIL, _full_sample
@@ -85,8 +85,8 @@ class _Grammar:
 
     def read(
         self, text: str, family_of: dict[str, str] | None = None
-    ) -> tuple[dict[str, list[Sample]], int, int]:
-        """(samples by family in page order, duplicates, lines read) of a framed page.
+    ) -> tuple[Page, int, int]:
+        """(the wanted samples in the page form, duplicates, lines read) of a framed page.
 
         ``family_of`` maps keys (metric names) to families when the keys are not families.
         "Lines read" is the count of sample lines when every family is wanted.
@@ -104,12 +104,13 @@ class _Grammar:
 
     def _collect(
         self, found: list[tuple[str, ...]], family_of: dict[str, str] | None
-    ) -> tuple[dict[str, list[Sample]], int]:
-        """Samples by family, in page order, the first of duplicate series kept.
+    ) -> tuple[Page, int]:
+        """The wanted samples in the page form, the first of duplicate series kept.
 
-        One tight loop: two dict lookups a line, and the result dict looked up only when the
-        family changes (between runs of lines). Raises :class:`_NotCanonical` for anything it
-        cannot vouch for.
+        One tight loop: two dict lookups a line and two appends (the line's text and value go
+        straight into the page form's two vectors: no tuple per sample, no list per family); a
+        family is noted only where it changes (between runs of lines). Raises
+        :class:`_NotCanonical` for anything it cannot vouch for.
         """
         duplicates = 0
         seen: set[str] | None = None
@@ -117,9 +118,12 @@ class _Grammar:
             seen = set()
         known = self.known
         value_of = self.values.get
-        grouped: dict[str, list[Sample]] = {}
+        series_out: list[str] = []
+        values_out: list[float] = []
+        starts: list[tuple[str, int]] = []
         current: str | None = None
-        samples: list[Sample] = []
+        add_series = series_out.append
+        add_value = values_out.append
         for series, rest, bad in found:
             if bad:
                 raise _NotCanonical
@@ -136,13 +140,14 @@ class _Grammar:
                 seen.add(series)
             if key is not current:  # keys are interned
                 current = key
-                samples = grouped.setdefault(
-                    key if family_of is None else family_of.get(key, key), [])
+                starts.append((key if family_of is None else family_of.get(key, key),
+                               len(series_out)))
             value = value_of(rest)
             if value is None:
                 value = self._learn_value(rest)
-            samples.append((series, value))
-        return grouped, duplicates
+            add_series(series)
+            add_value(value)
+        return Page.from_lines(series_out, values_out, starts), duplicates
 
     def _learn(self, series: str) -> tuple[str, str | None]:
         """Check a series text met for the first time; remember it if it is canonical.
@@ -206,9 +211,9 @@ def _tail_value(rest: str) -> float:
 def _collect_full(
     found: Sequence[tuple[str, ...]], family_of: dict[str, str] | None,
     filters: Mapping[str, SeriesFilter],
-) -> tuple[dict[str, list[Sample]], int]:
-    """Samples by family of lines the full grammar read (and validated); lines a family's
-    filter refuses are left out (and not counted as duplicates)."""
+) -> tuple[Page, int]:
+    """The page form of lines the full grammar read (and validated); lines a family's filter
+    refuses are left out (and not counted as duplicates)."""
     seen: set[str] = set()
     grouped: dict[str, list[Sample]] = {}
     refused = 0
@@ -220,7 +225,7 @@ def _collect_full(
             seen.add(series)
             family = key if family_of is None else family_of.get(key, key)
             grouped.setdefault(family, []).append((series, float(value)))
-    return grouped, len(found) - refused - len(seen)
+    return Page.of(grouped), len(found) - refused - len(seen)
 
 
 @lru_cache(maxsize=64)

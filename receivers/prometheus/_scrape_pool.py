@@ -20,7 +20,6 @@ from pipeline import (
     ErrorClass,
     FamilySet,
     ParseError,
-    Sample,
     ScrapeError,
     SeriesFilters,
     Target,
@@ -193,7 +192,7 @@ class ScrapePool:
             target=target,
             health=TargetHealth(up=True, scraped_at=started, duration=duration,
                                 last_success=started, samples=page.samples),
-            families=_frozen(page.families),
+            families=page.families,
             process_start_time=page.process_start_time,
             duplicates=page.duplicates,
         )
@@ -210,7 +209,7 @@ class ScrapePool:
         except Exception as exc:
             raise ScrapeError(target.key, ErrorClass.PARSE, describe_exception(exc)) from exc
         if self.sample_limit:
-            kept = sum(map(len, page.families.values()))
+            kept = len(page.families.series)
             if kept > self.sample_limit:
                 raise ScrapeError(target.key, ErrorClass.SAMPLE_LIMIT,
                                   f"{kept} samples exceed sample_limit {self.sample_limit}")
@@ -233,20 +232,6 @@ class ScrapePool:
     async def close(self) -> None:
         self._states = {}
         await self.client.aclose()
-
-
-def _frozen(families: dict[str, list[Sample]]) -> dict[str, tuple[Sample, ...]]:
-    """The samples of each family as a tuple, which is what keeps a cycle cheap to hold.
-
-    Why: a cycle's batch lives until the next one replaces it, long enough for the cyclic
-    garbage collector's full collections (one or two a cycle on a large fleet) to walk every
-    container in it. A list is walked every time, item by item; a tuple of strings and floats is
-    untracked the first time the collector meets it, and its samples with it. As lists, a
-    5,000-target batch was a hundred thousand lists and 450,000 samples for each full collection
-    to walk; with tuples the collector's share of a cycle drops by about a third
-    (``bench/bench_cycle.py``, ``gc s``), for a copy that costs little next to a scrape.
-    """
-    return dict(zip(families, map(tuple, families.values()), strict=True))
 
 
 def target_url(target: Target) -> str:

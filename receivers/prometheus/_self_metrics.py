@@ -82,7 +82,7 @@ class CycleSummary:
             if health.up:
                 up += 1
                 scraped += health.samples
-                kept += sum(map(len, scrape.families.values()))
+                kept += len(scrape.families.series)
                 duplicates += scrape.duplicates
             else:
                 failed[str(health.error_class)] += 1

@@ -54,7 +54,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline import FamilySet, ParseError, Sample, SeriesFilters
+from pipeline import EMPTY_PAGE, FamilySet, Page, ParseError, SeriesFilters
 
 from ._grammar import _EVERY_FAMILY, _Grammar, _grammar_for
 from ._textparse_errors import _diagnose, _line_number
@@ -79,15 +79,16 @@ _TYPE_SUFFIXES = {
 class ParsedPage:
     """What one page held.
 
-    ``families`` maps each wanted family that had samples to its samples, ``(series_text, value)``
-    in page order; ``samples`` counts the sample lines read: every sample line of the page when
+    ``families`` is the page form (:class:`pipeline.Page`) of the wanted families' samples
+    (as a mapping: each wanted family that had samples to its ``(series_text, value)`` pairs, in
+    page order); ``samples`` counts the sample lines read: every sample line of the page when
     counted (``count_all``, or every family wanted), else the wanted lines read (kept or
     duplicates; lines a series filter refuses are not read);
     ``duplicates`` counts wanted series lines that repeated an earlier line's series text (the
     first one is kept); ``process_start_time`` is the value of ``process_start_time_seconds``.
     """
 
-    families: dict[str, list[Sample]]
+    families: Page
     process_start_time: float | None
     samples: int
     duplicates: int
@@ -147,11 +148,11 @@ def _parse_wanted(grammar: _Grammar | None, count_all: bool, data: bytes | str) 
             # without wanted lines is rare, so reading it whole here costs little overall.
             _EVERY_FAMILY.read(text)
     else:
-        families, duplicates = {}, 0
+        families, duplicates = EMPTY_PAGE, 0
     if count_all:
         samples = _count_sample_lines(text)
     else:
-        samples = sum(map(len, families.values())) + duplicates
+        samples = len(families.series) + duplicates
     return ParsedPage(families, _process_start_time(text), samples, duplicates)
 
 
