@@ -10,7 +10,9 @@ import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
+from itertools import compress
 from operator import itemgetter
+from typing import cast
 
 from pipeline import Page, Sample, SeriesFilter, SeriesFilters
 
@@ -27,11 +29,62 @@ SUFFIXES = ("_sum", "_count", "_bucket", "_total", "_created")
 _KNOWN_LIMIT = 1 << 17
 #: Value texts up to this long are cached (see :class:`_Grammar`): a few thousand at most.
 _CACHED_VALUE_LENGTH = 3
-_first = itemgetter(0)
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 class _NotCanonical(Exception):
     """The fast path cannot vouch for what it read: read the page with the full grammar."""
+
+
+class PageMemo:
+    """What one target's last page looked like, so that its next page, which almost always has
+    the same lines with new values, is read without looking at each line in Python.
+
+    Prometheus keeps a scrape cache per target for the same reason. ``lines`` holds the series
+    text of every line the scan found (wanted or not), ``kept`` which of them the page form
+    kept (1) or skipped (0: another family's, refused by a filter, or a duplicate), and ``runs``
+    and ``duplicates`` what that page gave. Only the grammar that filled it may use it (a config
+    reload makes a new grammar, and the next page fills the memo again). The texts are the
+    grammar's shared ones and ``runs`` are shared between targets, so a memo costs a target
+    about a kilobyte (the kept texts are picked again on each page rather than kept twice).
+    """
+
+    __slots__ = ("grammar", "lines", "kept", "runs", "duplicates")
+
+    def __init__(self) -> None:
+        self.grammar: _Grammar | None = None
+        self.lines: tuple[str, ...] = ()
+        self.kept = b""
+        self.runs: tuple[tuple[str, int], ...] = ()
+        self.duplicates = 0
+
+    def reread(self, found: list[tuple[str, ...]], cached: dict[str, float]) -> Page | None:
+        """The page form of ``found`` if its lines are the memo's, else None (read it whole).
+
+        C-level passes but for values met for the first time: the series texts compared with
+        the last page's as one tuple, the kept lines' value texts picked by the mask and checked
+        as one joined string, then looked up in the grammar's value cache (``cached``), and read
+        with ``float`` where missing (a lookup costs a fifth of a ``float``). Exactly what
+        :meth:`_Grammar._collect` reads: it too reads a value text printable ASCII without
+        ``_`` with ``float`` (or its cache); anything else (a timestamp, an exemplar) fails the
+        check or ``float`` here and goes to it.
+        """
+        if len(found) != len(self.lines) or tuple(map(_first, found)) != self.lines:
+            return None
+        rests = list(compress(map(_second, found), self.kept))
+        joined = "|".join(rests)
+        if "_" in joined or not joined.isascii() or not joined.isprintable():
+            return None
+        numbers: list[float | None] = list(map(cached.get, rests))
+        if None in numbers:
+            try:
+                for index, number in enumerate(numbers):
+                    if number is None:
+                        numbers[index] = float(rests[index])
+            except ValueError:
+                return None
+        return Page(tuple(compress(self.lines, self.kept)),
+                    cast(tuple[float, ...], tuple(numbers)), self.runs)
 
 
 class _Grammar:
@@ -61,8 +114,8 @@ class _Grammar:
     the fast one refuses, and the source of error messages.
     """
 
-    __slots__ = ("filters", "full", "known", "known_before", "prefixes", "scan", "series",
-                 "values", "wanted_start")
+    __slots__ = ("filters", "full", "known", "known_before", "prefixes", "runs_seen", "scan",
+                 "series", "values", "wanted_start")
 
     def __init__(self, key_name: str, line_start: str, prefixes: tuple[str, ...] | None,
                  filters: SeriesFilters | None = None) -> None:
@@ -82,20 +135,30 @@ class _Grammar:
         #: The generation of ``known`` before the current one (see :meth:`_learn`).
         self.known_before: dict[str, tuple[str, str | None]] = {}
         self.values: dict[str, float] = {}
+        #: Runs of pages read (see :meth:`_shared_runs`).
+        self.runs_seen: dict[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]] = {}
 
     def read(
-        self, text: str, family_of: dict[str, str] | None = None
+        self, text: str, family_of: dict[str, str] | None = None, memo: PageMemo | None = None
     ) -> tuple[Page, int, int]:
         """(the wanted samples in the page form, duplicates, lines read) of a framed page.
 
         ``family_of`` maps keys (metric names) to families when the keys are not families.
-        "Lines read" is the count of sample lines when every family is wanted.
+        "Lines read" is the count of sample lines when every family is wanted. ``memo``, the
+        target's :class:`PageMemo`, is used when its lines are this page's, and filled again
+        when they are not.
         """
         spans = [(0, len(text))] if self.prefixes is None else _spans(text, self.prefixes)
         found = _find(self.scan, text, spans)
+        if memo is not None and memo.grammar is self:
+            page = memo.reread(found, self.values)
+            if page is not None:
+                return page, memo.duplicates, len(found)
         try:
-            families, duplicates = self._collect(found, family_of)
+            families, duplicates = self._collect(found, family_of, memo)
         except _NotCanonical:
+            if memo is not None:
+                memo.grammar = None  # a page the fast path cannot read: no memo of it
             found = _find(self.full, text, spans)
             if any(line[3] for line in found):
                 _raise_first_bad(text, self.full)
@@ -103,9 +166,11 @@ class _Grammar:
         return families, duplicates, len(found)
 
     def _collect(
-        self, found: list[tuple[str, ...]], family_of: dict[str, str] | None
+        self, found: list[tuple[str, ...]], family_of: dict[str, str] | None,
+        memo: PageMemo | None = None,
     ) -> tuple[Page, int]:
-        """The wanted samples in the page form, the first of duplicate series kept.
+        """The wanted samples in the page form, the first of duplicate series kept; ``memo``, if
+        given, is filled with what the next page of the same lines needs (:meth:`PageMemo.reread`).
 
         One tight loop: two dict lookups a line and two appends (the line's text and value go
         straight into the page form's two vectors: no tuple per sample, no list per family); a
@@ -124,6 +189,9 @@ class _Grammar:
         current: str | None = None
         add_series = series_out.append
         add_value = values_out.append
+        lines: list[str] = []
+        kept = bytearray()
+        add_line, add_kept = lines.append, kept.append
         for series, rest, bad in found:
             if bad:
                 raise _NotCanonical
@@ -131,13 +199,17 @@ class _Grammar:
                 series, key = known[series]
             except KeyError:
                 series, key = self._learn(series)
+            add_line(series)
             if key is None:
+                add_kept(0)
                 continue
             if seen is not None:
                 if series in seen:
                     duplicates += 1
+                    add_kept(0)
                     continue
                 seen.add(series)
+            add_kept(1)
             if key is not current:  # keys are interned
                 current = key
                 starts.append((key if family_of is None else family_of.get(key, key),
@@ -147,7 +219,28 @@ class _Grammar:
                 value = self._learn_value(rest)
             add_series(series)
             add_value(value)
-        return Page.from_lines(series_out, values_out, starts), duplicates
+        page = Page.from_lines(series_out, values_out, starts)
+        runs = self._shared_runs(page.runs)
+        if runs is not page.runs:
+            page = Page(page.series, page.numbers, runs)
+        if memo is not None:
+            if len(runs) == len(starts):  # not regrouped: the mask follows page order
+                memo.grammar, memo.lines, memo.kept = self, tuple(lines), bytes(kept)
+                memo.runs, memo.duplicates = runs, duplicates
+            else:
+                memo.grammar = None
+        return page, duplicates
+
+    def _shared_runs(self, runs: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+        """One object for equal runs: most targets' pages have the same families with the same
+        line counts, and whoever keeps a page's runs (a target's memo, the aggregator's layouts)
+        then keeps a reference, not a kilobyte of tuples per target."""
+        shared = self.runs_seen.get(runs)
+        if shared is None:
+            if len(self.runs_seen) >= _KNOWN_LIMIT:
+                self.runs_seen.clear()
+            shared = self.runs_seen[runs] = runs
+        return shared
 
     def _learn(self, series: str) -> tuple[str, str | None]:
         """Check a series text met for the first time; remember it if it is canonical.

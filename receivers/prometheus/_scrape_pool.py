@@ -14,7 +14,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline import (
     ErrorClass,
@@ -28,14 +28,12 @@ from pipeline import (
 )
 
 from ._http import ScrapeClient, describe_exception, netloc_key
-from ._textparse import ParsedPage, page_parser
+from ._textparse import PageMemo, PageParser, ParsedPage, page_parser
 
 #: TLS context and extra headers for one target's requests.
 RequestOptions = tuple[ssl.SSLContext | None, Mapping[str, str] | None]
 NO_OPTIONS: RequestOptions = (None, None)
 
-#: Parses one page for the pool's wanted families (see :func:`page_parser`).
-ParseFunc = Callable[[bytes], ParsedPage]
 
 
 @dataclass(slots=True)
@@ -52,6 +50,8 @@ class TargetState:
     consecutive_failures: int = 0
     #: :func:`target_url` of ``target``, kept so the hot path does not rebuild it every scrape.
     url: str = ""
+    #: What its last page looked like, for reading the next one (see :class:`PageMemo`).
+    memo: PageMemo = field(default_factory=PageMemo)
 
     def __post_init__(self) -> None:
         self.url = target_url(self.target)
@@ -74,7 +74,7 @@ class ScrapePool:
         max_concurrency: int = 512,
         count_all_samples: bool = False,
         series: SeriesFilters | None = None,
-        parse: ParseFunc | None = None,
+        parse: PageParser | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
@@ -177,7 +177,7 @@ class ScrapePool:
         started = self._clock()
         t0 = time.perf_counter()
         try:
-            page = await self._fetch_and_parse(target, state.url, options)
+            page = await self._fetch_and_parse(target, state, options)
         except ScrapeError as exc:
             return self._failed(state, started, t0, exc.error_class, exc.reason)
         except Exception as exc:  # a bug or an unforeseen error: still this target's alone
@@ -198,12 +198,12 @@ class ScrapePool:
         )
 
     async def _fetch_and_parse(
-        self, target: Target, url: str, options: RequestOptions
+        self, target: Target, state: TargetState, options: RequestOptions
     ) -> ParsedPage:
         tls, headers = options
-        body = await self.client.get(url, self.timeout, ssl=tls, headers=headers)
+        body = await self.client.get(state.url, self.timeout, ssl=tls, headers=headers)
         try:
-            page = self._parse(body)
+            page = self._parse(body, state.memo)
         except ParseError as exc:
             raise exc.for_target(target.key) from None
         except Exception as exc:

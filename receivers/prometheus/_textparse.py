@@ -28,6 +28,14 @@ Python step per line costs. So, each choice measured against its alternatives:
   scrape cache remembers series: pages repeat their series every scrape, so the steady state is
   a dict lookup per line, and another for the value text. Validating every line in the regex
   instead costs twice as much; checking in it that the name is wanted, a third more.
+* A scrape pool goes further, as Prometheus' per-target scrape cache does: each target keeps a
+  memo of its last page's lines (:class:`PageMemo`), and a page whose series texts are the
+  memo's (about 97 % of pages on the simulated fleet, whose nodes add a series now and then)
+  skips the Python loop: the texts are compared with the memo's as one tuple, the kept lines'
+  values picked by the memo's mask and read with ``float`` over them, all C-level passes. On
+  the fleet's pages that took the parse from about 104 to 86 us a page, for about a kilobyte a
+  target (``tests/receivers/prometheus/test_page_memo.py`` checks it reads and fails exactly
+  as the whole parse does).
 * Anything the fast path cannot vouch for (an indented or otherwise non-canonical line, a label
   value with a blank or an escape, an invalid line) sends the page to a second regex that reads
   the full grammar, and says what is wrong with a malformed line.
@@ -51,16 +59,16 @@ them (``NaN``, ``+Inf``, ``-Inf`` included; no hex, no ``_``). CRLF line endings
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pipeline import EMPTY_PAGE, FamilySet, Page, ParseError, SeriesFilters
 
-from ._grammar import _EVERY_FAMILY, _Grammar, _grammar_for
+from ._grammar import _EVERY_FAMILY, PageMemo, _Grammar, _grammar_for
 from ._textparse_errors import _diagnose, _line_number
 from ._tokens import _NOT_SAMPLE, _SAMPLE_LINE, _TYPE_LINE
 
-__all__ = ["ParsedPage", "page_parser", "parse_page"]
+__all__ = ["PageMemo", "PageParser", "ParsedPage", "page_parser", "parse_page"]
 
 #: Always extracted, whatever the consumers want: the counter-reset rule needs it.
 PROCESS_START_TIME = "process_start_time_seconds"
@@ -94,6 +102,14 @@ class ParsedPage:
     duplicates: int
 
 
+class PageParser(Protocol):
+    """Parses one page (what :func:`page_parser` returns). ``memo`` is the target's
+    :class:`PageMemo`: a page whose lines are those of the target's last one is then read
+    without a Python step per line (the steady state: a page repeats its series every scrape)."""
+
+    def __call__(self, data: bytes | str, memo: PageMemo | None = None) -> ParsedPage: ...
+
+
 # --- the grammar --------------------------------------------------------------------------------
 
 
@@ -120,7 +136,7 @@ def parse_page(
 
 def page_parser(
     wanted: FamilySet, *, count_all: bool = True, series: SeriesFilters | None = None
-) -> Callable[[bytes | str], ParsedPage]:
+) -> PageParser:
     """:func:`parse_page` with its arguments but the page resolved once, for a caller that
     parses page after page with the same ones (a scrape pool): looking the grammar up by its
     families and filters costs on every page otherwise."""
@@ -132,16 +148,19 @@ def page_parser(
     return functools.partial(_parse_wanted, grammar, count_all)
 
 
-def _parse_every_family(data: bytes | str) -> ParsedPage:
+def _parse_every_family(data: bytes | str, memo: PageMemo | None = None) -> ParsedPage:
+    """Every family (``wanted=None``): no memo, as the families come from the page's own
+    ``# TYPE`` lines."""
     text = _frame(_decode(data))
     families, duplicates, samples = _EVERY_FAMILY.read(text, _families_by_type(text))
     return ParsedPage(families, _process_start_time(text), samples, duplicates)
 
 
-def _parse_wanted(grammar: _Grammar | None, count_all: bool, data: bytes | str) -> ParsedPage:
+def _parse_wanted(grammar: _Grammar | None, count_all: bool, data: bytes | str,
+                  memo: PageMemo | None = None) -> ParsedPage:
     text = _frame(_decode(data))
     if grammar is not None:
-        families, duplicates, _ = grammar.read(text)
+        families, duplicates, _ = grammar.read(text, None, memo)
         if not families:
             # Not one wanted line: is this a metrics page at all? An HTML error page served
             # with 200 would otherwise pass as a target that is up and has no samples. A page

@@ -12,7 +12,7 @@ import pytest
 from pipeline import ErrorClass, Target, TargetScrape
 from receivers.prometheus._http import ScrapeClient
 from receivers.prometheus._scrape_pool import ScrapePool
-from receivers.prometheus._textparse import ParsedPage, parse_page
+from receivers.prometheus._textparse import PageMemo, ParsedPage, parse_page
 from tests.support.fixtures import AWS_NODE_PAGES
 
 FIXTURES = AWS_NODE_PAGES
@@ -241,7 +241,7 @@ async def test_body_size_limit(fleet: dict[str, PageServer]) -> None:
 async def test_an_unexpected_exception_stays_with_its_target(
     fleet: dict[str, PageServer]
 ) -> None:
-    def flaky_parse(data: bytes) -> ParsedPage:
+    def flaky_parse(data: bytes | str, memo: PageMemo | None = None) -> ParsedPage:
         if b"awscni_total_ipv4_prefixes" in data:  # only the v2 page has it
             raise RuntimeError("parser bug")
         return parse_page(data, WANTED)
