@@ -7,12 +7,19 @@ first point of a series counts whole if the series started after the receiver di
 baseline, as the scrape side judges a new target); a non-monotonic sum is a gauge. An
 explicit-bucket histogram is a distribution of the cycle (delta: as sent; cumulative: the
 increase of each bucket, its sum and count over the series' previous point, with the same
-first-point rule, and counted whole after a drop or a change of bounds). Summaries and
-exponential histograms are not taken (counted as dropped by the receiver).
+first-point rule, and counted whole after a drop or a change of bounds). An exponential
+histogram becomes the same: its buckets' edges, powers of its base, as explicit bounds (exact
+for positive values and the zero bucket; a negative value on an edge falls in the bucket below
+the OTLP one), so that a scale change is a change of bounds. A summary becomes what a Prometheus
+summary is to the scrape side: one gauge per quantile (``quantile`` set and an attribute of
+that name, so that quantiles stay apart in every exporter), and ``<name>_sum`` and
+``<name>_count`` as counters, their increases taken as a cumulative sum's are. Anything else
+is counted as dropped by the receiver.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,21 +72,20 @@ class Converter:
                     yield _at(point), _metric(metric, MetricKind.GAUGE, value, unit, point)
                     continue
                 if data.aggregation_temporality == _CUMULATIVE:
-                    key = (metric.name, _attributes(point.attributes), resource)
-                    last = self._last.get(key)
-                    self._last[key] = value
-                    if last is None and point.start_time_unix_nano / _NS < self._started_at:
-                        continue  # a baseline: what it counted before we listened is unknown
-                    if last is None:
-                        last = 0.0  # the series began while we listened: all of it is new
-                    value = value - last if value >= last else value  # a reset: counts whole
+                    increase = self._increase((metric.name, _attributes(point.attributes),
+                                               resource), value, point)
+                    if increase is None:
+                        continue
+                    value = increase
                 yield _at(point), _metric(metric, MetricKind.COUNTER, value, unit, point)
-        elif field == "histogram":
-            cumulative = metric.histogram.aggregation_temporality == _CUMULATIVE
-            for point in metric.histogram.data_points:
-                dist = Distribution(tuple(point.explicit_bounds),
-                                    tuple(map(float, point.bucket_counts)), float(point.sum),
-                                    float(point.count))
+        elif field == "summary":
+            yield from self._summary(metric, resource, unit)
+        elif field in ("histogram", "exponential_histogram"):
+            data = getattr(metric, field)
+            cumulative = data.aggregation_temporality == _CUMULATIVE
+            to_distribution = _explicit if field == "histogram" else _exponential
+            for point in data.data_points:
+                dist = to_distribution(point)
                 if cumulative:
                     key = (metric.name, _attributes(point.attributes), resource)
                     previous = self._last_histogram.get(key)
@@ -94,6 +100,86 @@ class Converter:
                     distribution=dist)
         else:
             self.dropped += 1
+
+    def _increase(self, key: SeriesKey, value: float, point: Any) -> float | None:
+        """A cumulative sum's increase over the series' previous point; None for a baseline."""
+        last = self._last.get(key)
+        self._last[key] = value
+        if last is None and point.start_time_unix_nano / _NS < self._started_at:
+            return None  # a baseline: what it counted before we listened is unknown
+        if last is None:
+            last = 0.0  # the series began while we listened: all of it is new
+        return value - last if value >= last else value  # a reset: counts whole
+
+    def _summary(self, metric: Any, resource: tuple[tuple[str, str], ...], unit: str
+                 ) -> Iterator[tuple[float, Metric]]:
+        for point in metric.summary.data_points:
+            at, attributes = _at(point), _attributes(point.attributes)
+            for quantile in point.quantile_values:
+                labelled = tuple(sorted((*attributes, ("quantile", _quantile_text(quantile)))))
+                yield at, Metric(metric.name, MetricKind.GAUGE, float(quantile.value), unit,
+                                 labelled, description=metric.description,
+                                 quantile=float(quantile.quantile))
+            for suffix, total, part_unit in (("_sum", float(point.sum), unit),
+                                             ("_count", float(point.count), "Count")):
+                name = metric.name + suffix
+                increase = self._increase((name, attributes, resource), total, point)
+                if increase is not None:
+                    yield at, Metric(name, MetricKind.COUNTER, increase, part_unit, attributes,
+                                     description=metric.description)
+
+
+def _quantile_text(quantile: Any) -> str:
+    """A quantile as Prometheus writes it in a label: 0.5, 0.99, 1 (``repr`` of the float,
+    without a trailing ``.0``)."""
+    text = repr(float(quantile.quantile))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _explicit(point: Any) -> Distribution:
+    return Distribution(tuple(point.explicit_bounds), tuple(map(float, point.bucket_counts)),
+                        float(point.sum), float(point.count))
+
+
+def _exponential(point: Any) -> Distribution:
+    """An exponential histogram point as explicit bounds: the edges of its buckets.
+
+    Bucket ``i`` of the positive range holds values in ``(base**i, base**(i + 1)]``, with
+    ``base = 2 ** 2 ** -scale``; of the negative range, their negatives; the zero bucket the
+    values within ``zero_threshold`` of 0. In increasing order: the negative buckets (most
+    negative first, each bounded above by its edge nearer 0), the zero bucket (up to
+    ``zero_threshold``), an empty bucket up to the lowest positive edge, then the positive
+    buckets, and an empty overflow (nothing lies above the last edge).
+    """
+    scale = point.scale
+    bounds: list[float] = []
+    counts: list[float] = []
+    negative = point.negative
+    for index in reversed(range(len(negative.bucket_counts))):
+        bounds.append(-_edge(scale, negative.offset + index))
+        counts.append(float(negative.bucket_counts[index]))
+    zero = float(point.zero_threshold)
+    bounds.append(zero)
+    counts.append(float(point.zero_count))
+    positive = point.positive
+    if len(positive.bucket_counts):
+        low = _edge(scale, positive.offset)
+        if low > zero:
+            bounds.append(low)
+            counts.append(0.0)
+        for index, count in enumerate(positive.bucket_counts):
+            bounds.append(_edge(scale, positive.offset + index + 1))
+            counts.append(float(count))
+    counts.append(0.0)
+    return Distribution(tuple(bounds), tuple(counts), float(point.sum), float(point.count))
+
+
+def _edge(scale: int, index: int) -> float:
+    """The edge ``base ** index`` of bucket ``index``, as ``2 ** (index * 2 ** -scale)``: the
+    exponent is exact in a float, so an integer one gives the exact power of two and any other
+    a once-rounded ``**`` (``base ** index`` would compound the rounding of ``base``)."""
+    exponent = index * 2.0 ** -scale
+    return math.ldexp(1.0, int(exponent)) if exponent.is_integer() else 2.0 ** exponent
 
 
 def _increase(now: Distribution, last: Distribution) -> Distribution:

@@ -237,3 +237,85 @@ def test_tls_config_problems_are_named() -> None:
                                                                             http=mutual)))
     assert ("protocols.grpc.tls.key_file", "cert_file and key_file go together") in problems
     assert any(key == "protocols.http.tls.client_ca_file" for key, _ in problems), problems
+
+
+def test_a_summary_is_quantile_gauges_and_counted_sum_and_count() -> None:
+    """As the scrape side reads a Prometheus summary: a gauge per quantile, kept apart by a
+    ``quantile`` attribute, and ``_sum`` and ``_count`` as counters (cumulative: increases)."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    from receivers.otlp._convert import Converter
+
+    def request(at: float, p50: float, p99: float, total: float, count: int
+                ) -> ExportMetricsServiceRequest:
+        req = ExportMetricsServiceRequest()
+        metric = req.resource_metrics.add().scope_metrics.add().metrics.add()
+        metric.name, metric.unit, metric.description = "apiLatency", "ms", "API latency"
+        point = metric.summary.data_points.add()
+        point.time_unix_nano, point.start_time_unix_nano = int(at * 1e9), int(T0 * 1e9)
+        attribute = point.attributes.add()
+        attribute.key, attribute.value.string_value = "api", "CreateTags"
+        for quantile, value in ((0.5, p50), (0.99, p99)):
+            entry = point.quantile_values.add()
+            entry.quantile, entry.value = quantile, value
+        point.sum, point.count = total, count
+        return req
+
+    converter = Converter(started_at=T0 - 1)    # the series began after we listened
+    (first,) = converter.batches(request(T0 + 30, 12.0, 80.0, 300.0, 10))
+    (second,) = converter.batches(request(T0 + 60, 14.0, 95.0, 500.0, 14))
+    api = ("api", "CreateTags")
+    assert [(m.name, m.kind, m.value, m.unit, m.attributes, m.quantile)
+            for m in second.metrics] == [
+        ("apiLatency", MetricKind.GAUGE, 14.0, "Milliseconds", (api, ("quantile", "0.5")), 0.5),
+        ("apiLatency", MetricKind.GAUGE, 95.0, "Milliseconds", (api, ("quantile", "0.99")), 0.99),
+        ("apiLatency_sum", MetricKind.COUNTER, 200.0, "Milliseconds", (api,), None),
+        ("apiLatency_count", MetricKind.COUNTER, 4.0, "Count", (api,), None),
+    ]
+    assert [m.value for m in first.metrics] == [12.0, 80.0, 300.0, 10.0]  # counted whole
+    assert converter.dropped == 0
+
+
+@pytest.mark.parametrize("max_size", [160, 4])
+def test_an_sdk_exponential_histogram_keeps_every_observation_in_its_bucket(
+    max_size: int,
+) -> None:
+    """The OpenTelemetry SDK's own exponential histogram (its scale chosen by the SDK, rescaled
+    down when ``max_size`` buckets cannot hold the range) through the OTLP encoder: each
+    observation lands between the explicit bounds it lies between, and count and sum hold."""
+    import random
+
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+
+    from receivers.otlp._convert import Converter
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], views=[View(
+        instrument_name="reconcile", aggregation=ExponentialBucketHistogramAggregation(
+            max_size=max_size))])
+    histogram = provider.get_meter("test").create_histogram("reconcile", unit="s")
+    rng = random.Random(max_size)
+    # Zeros, exact powers of two (bucket edges at every scale), and values spread over decades.
+    values = [0.0, 0.0, 1.0, 2.0, 0.5, 1024.0] + [
+        rng.choice([1e-3, 1.0, 1e3]) * rng.random() for _ in range(300)]
+    for value in values:
+        histogram.record(value)
+    request = encode_metrics(reader.get_metrics_data())
+    provider.shutdown()
+    (batch_,) = Converter(started_at=0.0).batches(request)
+    (metric,) = batch_.metrics
+    dist = metric.distribution
+    assert metric.kind is MetricKind.DISTRIBUTION and dist is not None
+    assert list(dist.bounds) == sorted(dist.bounds) and len(dist.counts) == len(dist.bounds) + 1
+    expected = [0.0] * len(dist.counts)
+    for value in values:
+        expected[next((i for i, bound in enumerate(dist.bounds) if value <= bound),
+                      len(dist.bounds))] += 1
+    assert list(dist.counts) == expected
+    assert dist.count == metric.value == len(values)
+    assert dist.sum == pytest.approx(sum(values))
