@@ -61,6 +61,7 @@ import re
 import select as _select
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -279,6 +280,17 @@ def _decode_continue(token: str) -> tuple[int, str]:
         ) from exc
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client going away mid-exchange (a pipeline stopped, a scrape cut at its timeout, a TLS
+    connection aborted) is routine for this server, not a traceback on stderr; anything else
+    still is."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class KubeAPIServer:
     """The test API server; see the module docstring for what it speaks.
 
@@ -340,7 +352,7 @@ class KubeAPIServer:
         class Handler(_Handler):
             api = server
 
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd = _QuietServer(("127.0.0.1", 0), Handler)
         httpd.daemon_threads = True
         if self._tls:
             httpd.socket = self._tls_context().wrap_socket(httpd.socket, server_side=True)
