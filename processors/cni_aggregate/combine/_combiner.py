@@ -116,15 +116,22 @@ class Published:
     missing: tuple[int, ...]
 
 
+#: How long published cycles' reporters are remembered (see :class:`Combiner`), in seconds.
+REMEMBER = 900.0
+
+
 class Combiner:
     """Cycles of partials in, combined cycles out (see the module's docstring).
 
-    ``keep``: how many published cycles' reporters are remembered, to tell a retried report
-    (ignored) from a late one (its increases carried)."""
+    ``remember``: for how long (in cycle time) the reporters of published cycles are kept, to
+    tell a retried report (ignored) from a late one (its increases carried). A shard's exporter
+    retries a report for up to its ``max_elapsed_time`` (300 s by default); 15 minutes covers
+    that three times over at any interval (a count of cycles would not: 20 cycles are only
+    100 s at a 5 s interval). A report older than that is taken as late."""
 
-    def __init__(self, staleness: float, keep: int = 20) -> None:
+    def __init__(self, staleness: float, remember: float = REMEMBER) -> None:
         self.staleness = staleness
-        self._keep = keep
+        self._remember_for = remember
         #: Cycle time -> shard -> its report, for cycles not yet published.
         self._pending: dict[float, dict[int, Report]] = {}
         #: (time, shard) of the reports of recent published cycles (duplicates are dropped).
@@ -180,7 +187,7 @@ class Combiner:
         cycle_sum.add(self._carry)
         self._carry = []
         self._seen[time] = set(reports)
-        for old in sorted(self._seen)[:-self._keep]:
+        for old in [t for t in self._seen if t < time - self._remember_for]:
             del self._seen[old]
         previous = self.published_upto if self.published_upto > -_INF else time - interval
         self.published_upto = time

@@ -247,3 +247,15 @@ def test_validate_plans_what_a_shard_sends() -> None:
         metrics, _ = parts[0].aggregate(batch(0, scrapes))
         assert not GATEWAY_DERIVED & {m.name for m in metrics}
         break
+
+
+def test_a_retried_report_is_recognised_for_fifteen_minutes_at_any_interval() -> None:
+    """A shard's exporter may retry a report for 5 minutes: at a 5 s interval that is 60
+    cycles, so what the gateway remembers is counted in time, not in cycles."""
+    combiner = Combiner(staleness=300.0)
+    for n in range(200):                        # 1,000 s of cycles at a 5 s interval
+        combiner.add(Report(5.0 * n, 0, 1, 5.0))
+        combiner.publish(5.0 * n)
+    now = 5.0 * 199
+    assert combiner.add(Report(now - 800.0, 0, 1, 5.0)) is Added.DUPLICATE  # 160 cycles back
+    assert combiner.add(Report(now - 950.0, 0, 1, 5.0)) is Added.LATE       # beyond 15 minutes
