@@ -194,19 +194,13 @@ def _nothing(values: Sequence[float]) -> tuple[float, ...]:
 
 
 class ReadPlan:
-    """What the rules read, worked out once: the wanted families and the reading steps."""
+    """What the rules read, worked out once: the reading steps (a layout finds each step's
+    family on a page by name, wherever the page has it)."""
 
     def __init__(self, rules: Sequence[Rule], histogram_readers: dict[int, object],
                  group_of: dict[str, GroupOf]) -> None:
         self.rules = tuple(rules)
         self.steps = steps_of(self.rules, histogram_readers)
-        families: dict[str, None] = {}
-        for kind, family, fallback, _ in self.steps:
-            for name in (family if kind == HISTOGRAM else (family, fallback)):
-                if name:
-                    families[name] = None
-        #: Every family any step may read, each once.
-        self.families = tuple(families)
         self.group_of = group_of
 
 
