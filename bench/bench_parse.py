@@ -42,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from processors.cni_aggregate._rules import DEFAULT_RULES  # noqa: E402
 from processors.cni_aggregate._wanted import series_filters, wanted_families  # noqa: E402
 from receivers.prometheus import _textparse  # noqa: E402
-from receivers.prometheus._textparse import page_parser, parse_page  # noqa: E402
+from receivers.prometheus._textparse import PageMemo, page_parser, parse_page  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "aws-node"
 
@@ -176,6 +176,9 @@ def main() -> None:
     grammar = _textparse._grammar_for(AWSCNI)
     # Behind cni_aggregate: only the lines its rules read, no count of every line of the page.
     as_the_receiver = page_parser(AWSCNI, count_all=False, series=series_filters(DEFAULT_RULES))
+    # ... and in the steady state, where the target's page memo holds its last page's lines.
+    memo = PageMemo()
+    as_the_receiver(data, memo)
 
     def cold() -> object:
         """A target's first scrape: every series and value met for the first time."""
@@ -190,6 +193,7 @@ def main() -> None:
         "all": lambda: parse_page(data, None),
         "filtered": lambda: parse_page(data, AWSCNI),
         "receiver": lambda: as_the_receiver(data),
+        "memo": lambda: as_the_receiver(data, memo),
         "at end": lambda: parse_page(interleaved, AWSCNI),
         "busy": lambda: parse_page(busy, AWSCNI),
         "gunzip": lambda: gzip.decompress(compressed),
@@ -202,6 +206,7 @@ def main() -> None:
     report("parse_page, unfiltered", best["all"], size, client)
     report("parse_page, 20 awscni_* families", best["filtered"], size, client)
     report("  same, as the receiver parses", best["receiver"], size, client)
+    report("    same lines as last time (page memo)", best["memo"], size, client)
     report("  same, first sight of every series", best["cold"], size, client)
     report("  same, one family written last", best["at end"], len(interleaved), client)
     report(f"  busier node: {busy_wanted} wanted lines", best["busy"], len(busy), client)
