@@ -33,7 +33,13 @@ from cryptography.x509.oid import NameOID
 
 from simfleet import FleetProcess
 from tests.support.kube_apiserver import KubeAPIServer, RequestRecord, _APIError, status_body
-from tests.support.pipeline_process import Replica, eventually, free_port, start_pipeline
+from tests.support.pipeline_process import (
+    Replica,
+    eventually,
+    free_port,
+    kill_survivors,
+    start_pipeline,
+)
 
 TOKEN = "kubetoken-MARKER-7f3a9c51d2e8"
 SECRET_KEY = "awssecret-MARKER-b1c2d3e4f5a6"
@@ -185,9 +191,7 @@ def test_no_secret_is_written_anywhere(log_format: str, tls: bool, tmp_path: Pat
         pages += [pipeline.get("/metrics"), pipeline.get("/readyz"), pipeline.get("/healthz")]
         pipeline.stop(signal.SIGTERM)
     finally:
-        if pipeline.process.poll() is None:
-            pipeline.process.kill()
-            pipeline.process.wait(timeout=30)
+        kill_survivors([pipeline])
         api.stop()
     output = pipeline.output()
 

@@ -30,6 +30,7 @@ from tests.support.pipeline_process import (
     Replica,
     eventually,
     free_port,
+    kill_survivors,
     start_pipeline,
 )
 
@@ -121,10 +122,7 @@ def test_sigkill_then_sigterm_every_cycle_exactly_once(moto: Moto, tmp_path: Pat
         c.stop(signal.SIGTERM)
     finally:
         mover.stopped.set()
-        for replica in replicas:
-            if replica.process.poll() is None:
-                replica.process.kill()
-                replica.process.wait(timeout=SOON)
+        kill_survivors(replicas, SOON)
         fleet.stop()
         api.stop()
 

@@ -21,7 +21,14 @@ import pytest
 
 from simfleet import FleetProcess
 from tests.support.moto_server import Moto, aws_test_env, running_moto
-from tests.support.pipeline_process import Mover, Replica, eventually, free_port, start_pipeline
+from tests.support.pipeline_process import (
+    Mover,
+    Replica,
+    eventually,
+    free_port,
+    kill_survivors,
+    start_pipeline,
+)
 
 STEP = 2.0  # the fleet moves every STEP seconds, half-way between ticks of 2 s and of 4 s
 CLUSTER = "reload"
@@ -149,10 +156,7 @@ def test_reload_in_place_keeps_every_increase(moto: Moto, tmp_path: Path) -> Non
         pipeline.stop(signal.SIGTERM)
     finally:
         mover.stopped.set()
-        for replica in replicas:
-            if replica.process.poll() is None:
-                replica.process.kill()
-                replica.process.wait(timeout=30)
+        kill_survivors(replicas)
         fleet.stop()
 
     log = pipeline.output()

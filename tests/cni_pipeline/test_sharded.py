@@ -34,6 +34,7 @@ from tests.support.pipeline_process import (
     Replica,
     eventually,
     free_port,
+    kill_survivors,
     start_pipeline,
 )
 
@@ -146,11 +147,7 @@ def test_three_shards_and_a_gateway_equal_one_replica(moto: Moto, tmp_path: Path
             process.stop(signal.SIGTERM)  # the exporters flush what they hold
     finally:
         mover.stopped.set()
-        for process in processes:
-            if process.process.poll() is None:
-                process.process.send_signal(signal.SIGCONT)
-                process.process.kill()
-                process.process.wait(timeout=SOON)
+        kill_survivors(processes, SOON)
         fleet.stop()
 
     for process in processes:
@@ -279,10 +276,7 @@ def test_two_gateways_one_leader_killed_every_cycle_once_and_exact(moto: Moto,
             process.stop(signal.SIGTERM)
     finally:
         mover.stopped.set()
-        for process in processes:
-            if process.process.poll() is None:
-                process.process.kill()
-                process.process.wait(timeout=SOON)
+        kill_survivors(processes, SOON)
         fleet.stop()
         api.stop()
 

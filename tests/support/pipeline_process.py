@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +118,16 @@ def start_pipeline(name: str, args: list[str], log: Path, port: int,
         process = subprocess.Popen([sys.executable, "-m", "cni_pipeline", *args], cwd=ROOT,
                                    env=full_env, stdout=out, stderr=subprocess.STDOUT)
     return Replica(name, port, process, log)
+
+
+def kill_survivors(replicas: Iterable[Replica], timeout: float = 30.0) -> None:
+    """A test's cleanup: kill, and wait for, every process still running, so that none
+    outlives a failed test (a stopped one, SIGSTOP'd by a test, is continued first)."""
+    for replica in replicas:
+        if replica.process.poll() is None:
+            replica.process.send_signal(signal.SIGCONT)
+            replica.process.kill()
+            replica.process.wait(timeout=timeout)
 
 
 def eventually(predicate: Callable[[], bool], what: str, replicas: list[Replica],

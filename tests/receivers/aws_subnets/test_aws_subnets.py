@@ -20,7 +20,13 @@ from receivers.aws_subnets._metrics import subnet_metrics
 from receivers.aws_subnets._sources import Subnet, instance_ids
 from tests.support.kube_apiserver import KubeAPIServer
 from tests.support.moto_server import Moto, aws_test_env, running_moto
-from tests.support.pipeline_process import Replica, eventually, free_port, start_pipeline
+from tests.support.pipeline_process import (
+    Replica,
+    eventually,
+    free_port,
+    kill_survivors,
+    start_pipeline,
+)
 from tests.support.recording import RecordingHost, RecordingSink
 
 ZONE_A, ZONE_B = "us-west-2a", "us-west-2b"
@@ -231,9 +237,7 @@ def test_end_to_end_into_cloudwatch(moto: Moto, cluster: tuple[KubeAPIServer, Pa
             v for s, v in vpc.available().items() if s in (vpc.a, vpc.b, vpc.c))
         pipeline.stop(signal.SIGTERM)
     finally:
-        if pipeline.process.poll() is None:
-            pipeline.process.kill()
-            pipeline.process.wait(timeout=30)
+        kill_survivors([pipeline])
     log = pipeline.output()
     assert "watching 3 subnet(s)" in log and pipeline.process.returncode == 0
     assert "no processor aggregates" not in log  # a receiver that makes metrics itself
